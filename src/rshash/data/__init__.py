@@ -1,0 +1,1 @@
+"""Image data layer: decoding, datasets, splits, download and synthetic scenes."""

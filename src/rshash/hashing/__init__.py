@@ -1,0 +1,1 @@
+"""Hashing network (recurrent head over hierarchical features) and its losses."""

@@ -1,0 +1,68 @@
+"""Hashing heads: level vectors -> K sigmoid outputs in [0, 1] (bit = output >= 0.5).
+
+The seed paper feeds hierarchical features to an LSTM as a sequence, low level
+first, so the last step summarises detail and semantics; ``cell="none"`` is the
+no-recurrence ablation (concatenate + MLP).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+CELLS = ("lstm", "gru", "none")
+
+
+class LevelProjection(nn.Module):
+    """Project each level's pooled vector to a common width (a per-level linear map)."""
+
+    def __init__(self, level_dims: Sequence[int], width: int, dropout: float = 0.0):
+        super().__init__()
+        self.proj = nn.ModuleList(
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(d, width), nn.LayerNorm(width), nn.GELU())
+            for d in level_dims
+        )
+
+    def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(N, L, width) sequence ordered low level to high level."""
+        return torch.stack([p(v) for p, v in zip(self.proj, levels)], dim=1)
+
+
+class HashHead(nn.Module):
+    """Level vectors -> pre-sigmoid hash logits ``(N, bits)``."""
+
+    def __init__(self, level_dims: Sequence[int], bits: int, width: int = 256, cell: str = "lstm", dropout: float = 0.2):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+        if bits <= 0 or bits % 8:
+            raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
+        self.bits, self.cell = bits, cell
+        self.project = LevelProjection(level_dims, width, dropout)
+        n_levels = len(level_dims)
+        if cell == "lstm":
+            self.rnn: nn.Module = nn.LSTM(width, width, batch_first=True)
+            summary = width
+        elif cell == "gru":
+            self.rnn = nn.GRU(width, width, batch_first=True)
+            summary = width
+        else:
+            self.rnn = nn.Sequential(nn.Flatten(), nn.Linear(n_levels * width, width), nn.GELU())
+            summary = width
+        self.hash = nn.Linear(summary, bits)
+
+    def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        seq = self.project(levels)
+        if self.cell == "none":
+            h = self.rnn(seq)
+        else:
+            out, _ = self.rnn(seq)
+            h = out[:, -1]
+        return self.hash(h)
+
+
+def codes_from_outputs(outputs: torch.Tensor) -> torch.Tensor:
+    """Binary codes from sigmoid outputs: bit = output >= 0.5."""
+    return outputs >= 0.5
