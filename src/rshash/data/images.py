@@ -67,6 +67,9 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
+                # Enforce our own limit too: Pillow's global may be changed by other code.
+                if img.width * img.height > MAX_PIXELS:
+                    raise UnreadableImage(f"{name}: too many pixels ({img.width}x{img.height} > {MAX_PIXELS})")
                 img.load()
                 return to_rgb8(img)
     except Image.DecompressionBombError as exc:
