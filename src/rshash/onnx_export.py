@@ -21,15 +21,18 @@ from .io_utils import atomic_write_bytes
 DEFAULT_THREADS = int(os.environ.get("RSHASH_THREADS", "2"))
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path | None = None) -> bytes:
+def export_onnx(
+    module: nn.Module, example: torch.Tensor, path: str | Path | None = None, outputs: tuple[str, ...] = ("output",)
+) -> bytes:
     """Export ``module`` (eval mode, batch axis dynamic); write atomically to ``path`` if given."""
     module = module.eval()
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), buf, input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17, dynamo=False,
+            module, (example,), buf, input_names=["input"], output_names=list(outputs),
+            dynamic_axes={"input": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
+            opset_version=17, dynamo=False,
         )
     data = buf.getvalue()
     if path is not None:
@@ -48,4 +51,9 @@ def open_session(model: str | Path | bytes, threads: int = DEFAULT_THREADS) -> o
 
 
 def run_session(session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
-    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+    """First output of a single-input session."""
+    return run_session_all(session, batch)[0]
+
+
+def run_session_all(session: ort.InferenceSession, batch: np.ndarray) -> list[np.ndarray]:
+    return session.run(None, {session.get_inputs()[0].name: batch})

@@ -9,11 +9,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
-def progress_bar(**kwargs: Any) -> tqdm:
+def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
     """A tqdm bar on stderr; ``RSHASH_PROGRESS=0`` silences all bars (tests, logs)."""
     if os.environ.get("RSHASH_PROGRESS") == "0":
         kwargs["disable"] = True
     kwargs.setdefault("file", sys.stderr)
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("mininterval", 1.0)
-    return tqdm(**kwargs)
+    return tqdm(iterable, **kwargs)

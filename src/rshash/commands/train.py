@@ -1,0 +1,50 @@
+"""``rshash train``: fine-tune, extract hierarchical features, train the hashing head, write a model dir."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from ..data.datasets import load_records, resolve_data_dir
+from ..hashing.head import CELLS
+from ..training.finetune import FinetuneConfig
+from ..training.hashing import HashTrainConfig
+from ..training.pipeline import TrainOptions, train
+
+log = logging.getLogger("rshash.train")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a hashing model (three phases) and write MODEL_DIR")
+    p.add_argument("--data", help="folder of class sub-folders or CSV manifest (default: $RSHASH_DATA, ../shared UCMD)")
+    p.add_argument("--out", required=True, help="model directory to write (atomically)")
+    p.add_argument("--bits", type=int, default=32, help="code length K (multiple of 8)")
+    p.add_argument("--cell", choices=CELLS, default="lstm", help="recurrent cell over the level sequence")
+    p.add_argument("--backbone", default="efficientnet-lite0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--split", help="reuse a split JSON (e.g. MODEL_DIR/split.json) instead of drawing one")
+    p.add_argument("--finetune-epochs", type=int, default=FinetuneConfig.epochs)
+    p.add_argument("--hash-epochs", type=int, default=HashTrainConfig.epochs)
+    p.add_argument("--no-finetune", action="store_true", help="keep the ImageNet backbone frozen")
+    p.add_argument("--views", type=int, default=8, choices=range(1, 9), metavar="1..8",
+                   help="dihedral views per image used for augmentation")
+    p.add_argument("--cache-dir", help="feature cache (default $RSHASH_CACHE or ~/.cache/rshash)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    records = load_records(resolve_data_dir(args.data))
+    options = TrainOptions(
+        backbone=args.backbone, seed=args.seed, test_fraction=args.test_fraction, views=args.views,
+        finetune=not args.no_finetune, split_file=args.split, cache_dir=args.cache_dir,
+        finetune_config=FinetuneConfig(epochs=args.finetune_epochs, seed=args.seed),
+        hash_config=HashTrainConfig(bits=args.bits, cell=args.cell, epochs=args.hash_epochs, seed=args.seed),
+    )
+    metrics = train(records, args.out, options)
+    summary = {k: metrics[k] for k in ("fingerprint", "timings") if k in metrics}
+    summary["test_retrieval"] = metrics.get("test_retrieval")
+    summary["test_accuracy"] = metrics.get("finetune", {}).get("test_accuracy")
+    print(json.dumps(summary, indent=1))
+    return 0

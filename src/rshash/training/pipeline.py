@@ -1,0 +1,195 @@
+"""The three training phases end to end: split -> features -> fine-tune -> levels -> hash head -> model dir."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..backbone import StageBackbone, create_backbone
+from ..codes import pack_codes
+from ..data.datasets import ImageRecord, SkipReport, class_names
+from ..data.splits import apply_split, load_split, save_split, stratified_split
+from ..features import FeatureBank, build_feature_bank, default_cache_dir
+from ..io_utils import atomic_write_bytes
+from ..metrics import retrieval_report
+from ..model import HashingModel, ModelConfig
+from ..model_dir import save_model_dir
+from .finetune import FinetuneConfig, finetune_tail, predict
+from .hashing import HashTrainConfig, head_outputs, train_hash_head
+from .levels import finetuned_levels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    backbone: str = "efficientnet-lite0"
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1  # of the training part, for epoch and hyper-parameter choice
+    seed: int = 0
+    views: int = 8
+    finetune: bool = True
+    split_file: str | None = None
+    cache_dir: str | None = None
+    finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    hash_config: HashTrainConfig = field(default_factory=HashTrainConfig)
+
+
+def assign_splits(records: Sequence[ImageRecord], options: TrainOptions) -> dict[str, str]:
+    """train / val / test per image: from --split, the manifest, or a seeded stratified split."""
+    if options.split_file:
+        return load_split(options.split_file)
+    if all(r.split for r in records):
+        assignment = {r.path: r.split for r in records}
+        if "val" not in assignment.values():
+            train = [r for r in records if r.split == "train"]
+            carved = stratified_split(train, {"train": 1 - options.val_fraction, "val": options.val_fraction}, options.seed + 1)
+            assignment.update(carved)
+        return assignment
+    outer = stratified_split(records, {"train": 1 - options.test_fraction, "test": options.test_fraction}, options.seed)
+    train = [r for r in records if outer[r.path] == "train"]
+    inner = stratified_split(train, {"train": 1 - options.val_fraction, "val": options.val_fraction}, options.seed + 1)
+    return outer | inner
+
+
+@dataclass
+class Prepared:
+    """A labelled dataset ready for the phases: the feature bank and index arrays into it."""
+
+    bank: FeatureBank
+    labels: np.ndarray
+    class_names: list[str]
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    @property
+    def database(self) -> np.ndarray:
+        """Protocol A database: every training image (train + val)."""
+        return np.sort(np.concatenate([self.train, self.val]))
+
+
+def prepare(records: Sequence[ImageRecord], assignment: dict[str, str], bank: FeatureBank) -> Prepared:
+    """Index arrays for the bank's (readable) records."""
+    records = apply_split(bank.records, assignment)
+    names = class_names(records)
+    if len(names) < 2:
+        raise ValueError(f"training needs at least 2 labelled classes, found {names}")
+    labels = np.array([names.index(r.label) for r in records])
+    pick = lambda s: np.array([i for i, r in enumerate(records) if r.split == s], dtype=np.int64)  # noqa: E731
+    return Prepared(bank, labels, names, pick("train"), pick("val"), pick("test"))
+
+
+def teacher_features(bank: FeatureBank) -> np.ndarray:
+    """Pretrained last-stage average-pooled features for every image and view ``(N, V, C)``."""
+    start = sum(bank.tap_dims[:-1])
+    return bank.pooled[:, :, start : start + bank.tap_dims[-1] // 2]
+
+
+@dataclass
+class Setup:
+    """Phases 1 and 2 done: the dataset, fine-tuned backbone and level vectors ``(N, V, D)``."""
+
+    data: Prepared
+    backbone: StageBackbone
+    levels: np.ndarray
+    finetune_metrics: dict
+    timings: dict
+
+
+def _finetune_key(bank_key: str, data: Prepared, options: TrainOptions) -> str:
+    h = hashlib.sha256(bank_key.encode())
+    h.update(json.dumps([asdict(options.finetune_config), data.train.tolist(), data.val.tolist(), data.labels.tolist()]).encode())
+    return h.hexdigest()[:20]
+
+
+def finetune_cached(backbone: StageBackbone, data: Prepared, options: TrainOptions) -> dict:
+    """Phase 1, or its cached result: the same bank, split and config give the same tail weights."""
+    bank = data.bank
+    path = Path(options.cache_dir or default_cache_dir()) / f"finetune-{_finetune_key(bank.key, data, options)}.pt"
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        backbone.load_state_dict(saved["backbone"])
+        log.info("fine-tuned backbone from cache: %s", path)
+        return saved["metrics"] | {"from_cache": True}
+    classifier, metrics = finetune_tail(
+        backbone, bank.cut, data.labels, data.train, data.val, len(data.class_names), options.finetune_config
+    )
+    if len(data.test):
+        metrics["test_accuracy"] = float((predict(classifier, bank.cut[data.test, 0]) == data.labels[data.test]).mean())
+    buf = io.BytesIO()
+    torch.save({"backbone": backbone.state_dict(), "metrics": metrics}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return metrics
+
+
+def setup(records: Sequence[ImageRecord], options: TrainOptions, report: SkipReport | None = None,
+          assignment: dict[str, str] | None = None) -> Setup:
+    """Phases 1 and 2 (each cached on disk): feature bank, split, fine-tuning, level vectors."""
+    t0 = time.perf_counter()
+    backbone = create_backbone(options.backbone)
+    bank = build_feature_bank(records, backbone, options.views, options.cache_dir, report=report)
+    data = prepare(records, assignment or assign_splits(records, options), bank)
+    timings = {"features_s": time.perf_counter() - t0}
+    if not options.finetune:
+        return Setup(data, backbone, bank.pooled, {}, timings)
+    t = time.perf_counter()
+    ft = finetune_cached(backbone, data, options)
+    timings["finetune_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    levels = finetuned_levels(backbone, bank, options.cache_dir)
+    timings["levels_s"] = time.perf_counter() - t
+    return Setup(data, backbone, levels, ft, timings)
+
+
+def train(records: Sequence[ImageRecord], out_dir: str | Path, options: TrainOptions = TrainOptions()) -> dict:
+    """Run all three phases and write the model directory atomically; return the metrics."""
+    t0 = time.perf_counter()
+    torch.manual_seed(options.seed)
+    report = SkipReport()
+    assignment = assign_splits(records, options)
+    s = setup(records, options, report, assignment)
+    data, bank = s.data, s.data.bank
+    metrics: dict = {"classes": data.class_names, "skipped": report.skipped, "sizes": {
+        "train": len(data.train), "val": len(data.val), "test": len(data.test)}}
+    if s.finetune_metrics:
+        metrics["finetune"] = s.finetune_metrics
+    t = time.perf_counter()
+    hc = options.hash_config
+    head, metrics["hashing"] = train_hash_head(
+        s.levels, bank.tap_dims, teacher_features(bank), data.labels, data.train, data.val, len(data.class_names), hc
+    )
+    timings = s.timings | {"hashing_s": time.perf_counter() - t}
+
+    config = ModelConfig(bits=hc.bits, backbone=options.backbone, cell=hc.cell, width=hc.width,
+                         dropout=hc.dropout, class_names=data.class_names)
+    model = HashingModel(config, backbone=s.backbone)
+    model.head.load_state_dict(head.state_dict())
+    if len(data.test):
+        codes = pack_codes(head_outputs(head, s.levels[:, 0], bank.tap_dims) >= 0.5)
+        db = data.database
+        metrics["test_retrieval"] = retrieval_report(codes[data.test], data.labels[data.test], codes[db], data.labels[db])
+        metrics["test_retrieval"]["protocol"] = (
+            "queries = test split, database = train+val split, view 0, Hamming ranking (ties by database order)")
+    timings["total_s"] = time.perf_counter() - t0
+    metrics["timings"] = timings
+    metrics["options"] = json.loads(json.dumps(asdict(options), default=str))
+
+    split_tmp = Path(out_dir).parent / f".{Path(out_dir).name}.split.json"
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    save_split(split_tmp, {r.path: r.split for r in apply_split(bank.records, assignment)}, options.seed,
+               {"train": 1 - options.test_fraction, "test": options.test_fraction})
+    try:
+        metrics["fingerprint"] = save_model_dir(out_dir, model, metrics, split_tmp)
+    finally:
+        split_tmp.unlink(missing_ok=True)
+    return metrics
