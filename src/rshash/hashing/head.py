@@ -42,24 +42,30 @@ class HashHead(nn.Module):
         self.bits, self.cell = bits, cell
         self.project = LevelProjection(level_dims, width, dropout)
         n_levels = len(level_dims)
+        # Cells unrolled over the (short) level sequence: on this CPU build nn.LSTM's fused
+        # kernel was ~3x slower than the explicit loop for 5 steps, and the loop exports to ONNX as is.
         if cell == "lstm":
-            self.rnn: nn.Module = nn.LSTM(width, width, batch_first=True)
-            summary = width
+            self.rnn: nn.Module = nn.LSTMCell(width, width)
         elif cell == "gru":
-            self.rnn = nn.GRU(width, width, batch_first=True)
-            summary = width
+            self.rnn = nn.GRUCell(width, width)
         else:
             self.rnn = nn.Sequential(nn.Flatten(), nn.Linear(n_levels * width, width), nn.GELU())
-            summary = width
-        self.hash = nn.Linear(summary, bits)
+        self.hash = nn.Linear(width, bits)
+
+    def _recur(self, seq: torch.Tensor) -> torch.Tensor:
+        """Last hidden state after reading the levels low to high."""
+        h = seq.new_zeros(seq.shape[0], seq.shape[2])
+        c = torch.zeros_like(h)
+        for step in range(seq.shape[1]):
+            if self.cell == "lstm":
+                h, c = self.rnn(seq[:, step], (h, c))
+            else:
+                h = self.rnn(seq[:, step], h)
+        return h
 
     def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
         seq = self.project(levels)
-        if self.cell == "none":
-            h = self.rnn(seq)
-        else:
-            out, _ = self.rnn(seq)
-            h = out[:, -1]
+        h = self.rnn(seq) if self.cell == "none" else self._recur(seq)
         return self.hash(h)
 
 
