@@ -72,9 +72,9 @@ def ablations(s: Setup, frozen: Setup, bits_list, base: HashTrainConfig) -> dict
         "margin triplet instead of lossless": (s, replace(base, triplet="margin"), None, None),
         "no quantization loss": (s, replace(base, w_quant=0.0), None, None),
         "no bit-balance loss": (s, replace(base, w_balance=0.0), None, None),
-        "no class loss": (s, replace(base, w_class=0.0), None, None),
-        "no neighbourhood loss": (s, replace(base, w_neighbour=0.0), None, None),
-        "paper losses only (lossless triplet + quant + balance)": (s, replace(base, w_class=0.0, w_neighbour=0.0), None, None),
+        "+ class loss (0.5)": (s, replace(base, w_class=0.5), None, None),
+        "+ neighbourhood loss (0.1)": (s, replace(base, w_neighbour=0.1), None, None),
+        "+ neighbourhood loss (1.0)": (s, replace(base, w_neighbour=1.0), None, None),
         "frozen ImageNet backbone": (frozen, base, None, None),
     }
     out: dict = {}
@@ -116,7 +116,8 @@ def unseen_assignment(records, seed: int) -> tuple[dict[str, str], list[str], li
 
 
 def unseen_classes(records, options: TrainOptions, bits_list, base: HashTrainConfig, seeds=(0, 1, 2)) -> dict:
-    scores: dict[str, list[float]] = {str(b): [] for b in bits_list}
+    scores: dict[str, list[float]] = {}
+    variants = {"ours": base, "+ neighbourhood loss (1.0)": replace(base, w_neighbour=1.0)}
     knn: list[float] = []
     for seed in seeds:
         assignment, db_paths, q_paths = unseen_assignment(records, seed)
@@ -126,10 +127,12 @@ def unseen_classes(records, options: TrainOptions, bits_list, base: HashTrainCon
         db = np.array([pos[p] for p in db_paths])
         q = np.array([pos[p] for p in q_paths])
         for bits in bits_list:
-            head, _, _ = fit(s, replace(base, bits=bits, seed=seed))
-            codes = codes_for(s, head)
-            scores[str(bits)].append(retrieval_report(codes[q], d.labels[q], codes[db], d.labels[db])["map_all"])
-            print(f"unseen seed {seed} {bits}: {scores[str(bits)][-1]:.4f}", flush=True)
+            for name, cfg in variants.items():
+                head, _, _ = fit(s, replace(cfg, bits=bits, seed=seed))
+                codes = codes_for(s, head)
+                key = str(bits) if name == "ours" else f"{bits} {name}"
+                scores.setdefault(key, []).append(retrieval_report(codes[q], d.labels[q], codes[db], d.labels[db])["map_all"])
+                print(f"unseen seed {seed} {key}: {scores[key][-1]:.4f}", flush=True)
         knn.append(cosine_map(d.bank.head_features(slice(None)), d.labels, q, db))
     out = {b: {"map_all_mean": float(np.mean(v)), "map_all_std": float(np.std(v)), "per_seed": v} for b, v in scores.items()}
     out["knn_cosine_pretrained"] = {"map_all_mean": float(np.mean(knn)), "map_all_std": float(np.std(knn)), "per_seed": knn}
@@ -178,7 +181,8 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += ["", f"### Unseen classes (trained on 16 classes; held out: {', '.join(UNSEEN)}; database 80 and queries 20 per"
                   " unseen class; seeds 0,1,2; mAP@all mean ± std)", "", "| method | mAP@all |", "|---|---|"]
         for k, v in u.items():
-            lines.append(f"| {'ours ' + k + ' bits' if k.isdigit() else k} | {v['map_all_mean']:.4f} ± {v['map_all_std']:.4f} |")
+            label = f"ours {k.split(' ', 1)[0]} bits {k.split(' ', 1)[1] if ' ' in k else ''}" if k[0].isdigit() else k
+            lines.append(f"| {label} | {v['map_all_mean']:.4f} ± {v['map_all_std']:.4f} |")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -188,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data")
     p.add_argument("--bits", default="16,32,48,64")
     p.add_argument("--ablation-bits", default="32,64")
-    p.add_argument("--unseen-bits", default="32,64")
+    p.add_argument("--unseen-bits", default="64")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of the unseen-class protocol")
     p.add_argument("--skip", default="", help="comma list of parts to skip: B,ablations,unseen")
     p.add_argument("--cache-dir")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/ucmd_hashing.json"))
@@ -219,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         frozen = setup(records, replace(options, finetune=False))
         results["ablations"] = ablations(s, frozen, [int(b) for b in args.ablation_bits.split(",")], base)
     if "unseen" not in skip:
-        results["unseen_classes"] = unseen_classes(records, options, [int(b) for b in args.unseen_bits.split(",")], base)
+        results["unseen_classes"] = unseen_classes(records, options, [int(b) for b in args.unseen_bits.split(",")], base,
+                                                   tuple(int(x) for x in args.seeds.split(",")))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     write_markdown(results, Path(args.markdown))

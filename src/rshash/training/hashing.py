@@ -44,9 +44,11 @@ class HashTrainConfig:
     w_triplet: float = 1.0
     w_quant: float = 0.1
     w_balance: float = 0.1
-    w_class: float = 0.5
-    w_neighbour: float = 1.0
-    epochs: int = 60
+    # Chosen on the validation split (UCMD protocol A, 32 bits, see docs/RESULTS.md): the paper's
+    # three losses alone scored the best validation mAP; the class and neighbourhood terms are options.
+    w_class: float = 0.0
+    w_neighbour: float = 0.0
+    epochs: int = 30
     classes_per_batch: int = 16
     images_per_class: int = 4
     lr: float = 1e-3
