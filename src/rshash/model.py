@@ -14,8 +14,7 @@ from torch import nn
 
 from .backbone import DEFAULT_CUT, DEFAULT_TAPS, StageBackbone, create_backbone
 from .hashing.head import HashHead
-
-FORMAT_VERSION = 1
+from .model_dir import FORMAT_VERSION
 
 
 @dataclass

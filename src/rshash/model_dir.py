@@ -21,11 +21,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
+from typing import TYPE_CHECKING
 
 from .io_utils import atomic_directory
-from .model import FORMAT_VERSION, HashingModel, ModelConfig, PixelEncoder
-from .onnx_export import export_onnx
+
+if TYPE_CHECKING:  # torch is imported only where a model is built: search and serving stay light
+    from .model import HashingModel
+
+#: Version of the model directory layout; bump on incompatible change.
+FORMAT_VERSION = 1
 
 
 class ModelDirError(ValueError):
@@ -39,6 +43,11 @@ def save_model_dir(
     split_file: str | Path | None = None,
 ) -> str:
     """Write the whole model directory atomically; return the fingerprint."""
+    import torch
+
+    from .model import PixelEncoder
+    from .onnx_export import export_onnx
+
     model = model.eval()
     with atomic_directory(out_dir) as tmp:
         torch.save(model.state_dict(), tmp / "weights.pt")
@@ -69,6 +78,10 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
 
 def load_model(model_dir: str | Path) -> HashingModel:
     """Rebuild the PyTorch model (for fine-tuning or evaluation in torch)."""
+    import torch
+
+    from .model import HashingModel, ModelConfig
+
     config = read_config(model_dir)
     model = HashingModel(ModelConfig.from_dict(config), pretrained=False)
     model.load_state_dict(torch.load(Path(model_dir) / "weights.pt", map_location="cpu", weights_only=True))

@@ -11,20 +11,26 @@ import os
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnxruntime as ort
-import torch
-from torch import nn
 
 from .io_utils import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch only for export: running an exported encoder must not pay its import
+    import torch
+    from torch import nn
 
 DEFAULT_THREADS = int(os.environ.get("RSHASH_THREADS", "2"))
 
 
 def export_onnx(
-    module: nn.Module, example: torch.Tensor, path: str | Path | None = None, outputs: tuple[str, ...] = ("output",)
+    module: "nn.Module", example: "torch.Tensor", path: str | Path | None = None, outputs: tuple[str, ...] = ("output",)
 ) -> bytes:
     """Export ``module`` (eval mode, batch axis dynamic); write atomically to ``path`` if given."""
+    import torch
+
     module = module.eval()
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():

@@ -13,9 +13,6 @@ from pathlib import Path
 
 from ..data.datasets import load_records, resolve_data_dir
 from ..data.splits import load_split
-from ..training.finetune import FinetuneConfig
-from ..training.hashing import HashTrainConfig
-from ..training.pipeline import TrainOptions, train
 
 log = logging.getLogger("rshash.run")
 
@@ -35,6 +32,10 @@ def _train_if_needed(args: argparse.Namespace, data_dir: Path, model_dir: Path) 
     if model_dir.joinpath("config.json").is_file() and not args.retrain:
         log.info("using the existing model in %s (--retrain to train again)", model_dir)
         return
+    from ..training.finetune import FinetuneConfig
+    from ..training.hashing import HashTrainConfig
+    from ..training.pipeline import TrainOptions, train
+
     options = TrainOptions(seed=args.seed, finetune_config=FinetuneConfig(seed=args.seed),
                            hash_config=HashTrainConfig(bits=args.bits, seed=args.seed))
     metrics = train(load_records(data_dir), model_dir, options)

@@ -7,10 +7,8 @@ import json
 import logging
 
 from ..data.datasets import load_records, resolve_data_dir
-from ..hashing.head import CELLS
-from ..training.finetune import FinetuneConfig
-from ..training.hashing import HashTrainConfig
-from ..training.pipeline import TrainOptions, train
+
+# torch-heavy modules are imported in run(): building the CLI parser must stay fast for `rshash search`.
 
 log = logging.getLogger("rshash.train")
 
@@ -20,13 +18,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="folder of class sub-folders or CSV manifest (default: $RSHASH_DATA, ../shared UCMD)")
     p.add_argument("--out", required=True, help="model directory to write (atomically)")
     p.add_argument("--bits", type=int, default=32, help="code length K (multiple of 8)")
-    p.add_argument("--cell", choices=CELLS, default="lstm", help="recurrent cell over the level sequence")
+    p.add_argument("--cell", choices=("lstm", "gru", "none"), default="lstm", help="recurrent cell over the level sequence")
     p.add_argument("--backbone", default="efficientnet-lite0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--split", help="reuse a split JSON (e.g. MODEL_DIR/split.json) instead of drawing one")
-    p.add_argument("--finetune-epochs", type=int, default=FinetuneConfig.epochs)
-    p.add_argument("--hash-epochs", type=int, default=HashTrainConfig.epochs)
+    p.add_argument("--finetune-epochs", type=int, default=None, help="default 6")
+    p.add_argument("--hash-epochs", type=int, default=None, help="default 30")
     p.add_argument("--no-finetune", action="store_true", help="keep the ImageNet backbone frozen")
     p.add_argument("--views", type=int, default=8, choices=range(1, 9), metavar="1..8",
                    help="dihedral views per image used for augmentation")
@@ -35,12 +33,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.finetune import FinetuneConfig
+    from ..training.hashing import HashTrainConfig
+    from ..training.pipeline import TrainOptions, train
+
     records = load_records(resolve_data_dir(args.data))
     options = TrainOptions(
         backbone=args.backbone, seed=args.seed, test_fraction=args.test_fraction, views=args.views,
         finetune=not args.no_finetune, split_file=args.split, cache_dir=args.cache_dir,
-        finetune_config=FinetuneConfig(epochs=args.finetune_epochs, seed=args.seed),
-        hash_config=HashTrainConfig(bits=args.bits, cell=args.cell, epochs=args.hash_epochs, seed=args.seed),
+        finetune_config=FinetuneConfig(epochs=args.finetune_epochs or FinetuneConfig.epochs, seed=args.seed),
+        hash_config=HashTrainConfig(bits=args.bits, cell=args.cell, epochs=args.hash_epochs or HashTrainConfig.epochs,
+                                    seed=args.seed),
     )
     metrics = train(records, args.out, options)
     summary = {k: metrics[k] for k in ("fingerprint", "timings") if k in metrics}

@@ -18,6 +18,7 @@ decompression bomb) raises :class:`UnreadableImage` with a message naming the fi
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> np.ndarray:
     except UnreadableImage:
         raise
     except Exception as exc:  # PIL raises many types for bad data
-        raise UnreadableImage(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+        detail = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "data", str(exc))
+        raise UnreadableImage(f"{name}: cannot decode image ({type(exc).__name__}: {detail})") from exc
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
