@@ -1,0 +1,383 @@
+"""Load test of ``rshash serve``: N concurrent clients searching by id and by uploaded image.
+
+Starts ``rshash serve`` on loopback (a separate process, as deployed) over an index,
+then for each scenario runs N concurrent httpx clients until the duration or the
+request budget is used up, and records client-side latency (p50 / p90 / p99 / max),
+throughput, the server's own ``query_ms``, CPU per request (server and load generator)
+and every error. Scenarios: search by id and search by upload with the clients sending
+back to back (closed loop: saturation, where latency is mostly queueing, about
+clients / throughput), and search by id paced at ``--paced-rate`` requests/s in total
+(the load 32 people clicking through results would make).
+Goals: zero errors at 32 concurrent clients; p99 of search by id under 50 ms.
+
+The index is ``--index DIR``, else one built from UCMD (``--data``, ``$RSHASH_DATA`` or
+../shared/data/UCMerced_LandUse) with the model in ``--model``, else with a random-head
+model (ImageNet backbone + untrained hash head: the codes are not good for retrieval
+but cost exactly the same to compute and search; the JSON says which was used).
+
+    python benchmarks/serve_load.py                                   # UCMD (2100 images), 32 clients, 20 s each
+    python benchmarks/serve_load.py --index runs/ucmd/index
+    python benchmarks/serve_load.py --max-images 210 --duration 5     # quick check
+
+Client and server share this machine's cores, so the numbers are a lower bound of
+what the server alone sustains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import closing
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+RESULTS = Path(__file__).parent / "results" / "serve_load.json"
+GOALS = {"clients": 32, "errors": 0, "p99_search_by_id_ms": 50.0}
+
+
+# ---------------------------------------------------------------------------- the index
+
+
+def build_index(work: Path, data: str | None, model: Path | None, max_images: int | None, bits: int) -> dict:
+    """Index UCMD (or a per-class-balanced subset) into ``work/index``; reuse one already there."""
+    from rshash.data.datasets import load_records, resolve_data_dir
+    from rshash.index import Index
+
+    index_dir = work / "index"
+    data_dir = resolve_data_dir(data)
+    if model is None:
+        model = work / "model"
+        if not (model / "config.json").is_file():
+            from rshash.model import HashingModel, ModelConfig
+            from rshash.model_dir import save_model_dir
+
+            print(f"random-head model ({bits} bits) -> {model}", flush=True)
+            save_model_dir(model, HashingModel(ModelConfig(bits=bits)))
+        described = f"random-head model (ImageNet EfficientNet-Lite0 + untrained {bits}-bit hash head)"
+    else:
+        described = f"trained model {model}"
+    records = load_records(data_dir)
+    if max_images is not None and max_images < len(records):
+        by_class: dict[str | None, list] = {}
+        for r in records:
+            by_class.setdefault(r.label, []).append(r)
+        per_class = max(1, max_images // len(by_class))
+        records = [r for rs in by_class.values() for r in rs[:per_class]]
+    start = time.perf_counter()
+    with Index.open_or_create(index_dir, model) as index:
+        report = index.add_paths(records, progress=False)
+        images = len(index)
+    print(f"index {index_dir}: {images} images ({report.summary()}) in {time.perf_counter() - start:.1f}s", flush=True)
+    return {
+        "source": str(data_dir),
+        "model": described,
+        "add_report": {"added": report.added, "already_indexed": report.unchanged, "skipped": len(report.skipped)},
+        "add_s": round(time.perf_counter() - start, 1),
+    }
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+class Server:
+    """``rshash serve --port 0`` in a child process."""
+
+    def __init__(self, index_dir: Path, model: Path | None):
+        args = [sys.executable, "-m", "rshash.cli", "serve", "--index", str(index_dir), "--port", "0",
+                "--no-access-log"]
+        if model is not None:
+            args += ["--model", str(model)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
+        deadline = time.monotonic() + 120
+        self.url = None
+        while self.url is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("rshash serve did not start:\n" + "".join(self.lines))
+            self.url = next((m[1] for line in list(self.lines) if (m := re.search(r"at (http://[\d.]+:\d+)/", line))),
+                            None)
+            time.sleep(0.1)
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("rshash serve never became healthy:\n" + "".join(self.lines))
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# ---------------------------------------------------------------------------- load
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The nearest-rank percentile."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_scenario(
+    url: str, server_pid: int, clients: int, duration: float, max_requests: int, make_request, rate: float | None
+) -> dict:
+    """``clients`` threads, each with its own keep-alive connection, sending ``make_request(http, rng)``.
+
+    Closed loop (``rate`` None): each client sends its next request as soon as the last one
+    is answered, so latency includes queueing at saturation. Paced: the clients together
+    send ``rate`` requests/s on a fixed schedule, and latency counts from the scheduled
+    time (a late request is not excused: no coordinated omission).
+
+    One thread per client with a synchronous httpx.Client: on 2 cores, httpx's AsyncClient
+    with 32 connections spends ~3 ms of CPU per request (more than the server), this ~0.6 ms.
+    """
+    latencies: list[float] = []
+    server_ms: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    sent = 0
+    ready = threading.Barrier(clients + 1)
+    go = threading.Event()
+    interval = clients / rate if rate else 0.0
+    t0 = deadline = 0.0
+
+    def worker(n: int) -> None:
+        nonlocal sent
+        rng = random.Random(1000 + n)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            try:
+                make_request(http, rng)  # warm-up: opens the connection, fills caches; not counted
+            except Exception:
+                pass
+            ready.wait()
+            go.wait()
+            scheduled = t0 + interval * n / clients
+            while True:
+                with lock:
+                    if sent >= max_requests or time.perf_counter() >= deadline:
+                        return
+                    sent += 1
+                if rate:
+                    scheduled += interval
+                    time.sleep(max(0.0, scheduled - time.perf_counter()))
+                    begin = scheduled
+                else:
+                    begin = time.perf_counter()
+                try:
+                    r = make_request(http, rng)
+                    elapsed = (time.perf_counter() - begin) * 1000
+                    if r.status_code != 200:
+                        error = f"HTTP {r.status_code}: {r.text[:200]}"
+                    else:
+                        error = None
+                        query_ms = r.json()["query_ms"]
+                except Exception as exc:  # timeouts, resets: all count as errors
+                    error = f"{type(exc).__name__}: {exc}"[:200]
+                with lock:
+                    if error is None:
+                        latencies.append(elapsed)
+                        server_ms.append(query_ms)
+                    else:
+                        errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()  # every client connected and warmed up
+    server_cpu0, client_cpu0 = process_cpu_s(server_pid), time.process_time()
+    t0 = time.perf_counter()
+    deadline = t0 + duration
+    go.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    server_cpu1, client_cpu1 = process_cpu_s(server_pid), time.process_time()
+    done = len(latencies) + len(errors)
+    return {
+        "mode": f"paced at {rate:g} requests/s in total" if rate else "closed loop (back to back)",
+        "clients": clients,
+        "requests": done,
+        "ok": len(latencies),
+        "errors": len(errors),
+        "error_samples": sorted(set(errors))[:5],
+        "wall_s": round(wall, 2),
+        "throughput_rps": round(len(latencies) / wall, 1) if wall else None,
+        "latency_ms": {
+            "p50": _r(percentile(latencies, 50)),
+            "p90": _r(percentile(latencies, 90)),
+            "p99": _r(percentile(latencies, 99)),
+            "max": _r(max(latencies) if latencies else None),
+            "mean": _r(statistics.fmean(latencies) if latencies else None),
+        },
+        "server_query_ms": {"p50": _r(percentile(server_ms, 50)), "p99": _r(percentile(server_ms, 99))},
+        "cpu_ms_per_request": {
+            "server": _r((server_cpu1 - server_cpu0) * 1000 / done) if done and server_cpu0 is not None else None,
+            "load_generator": _r((client_cpu1 - client_cpu0) * 1000 / done) if done else None,
+        },
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    import fastapi
+    import uvicorn
+
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "fastapi": fastapi.__version__,
+        "uvicorn": uvicorn.__version__,
+        "httpx": httpx.__version__,
+        "note": "load generator and server share this machine's cores",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--index", type=Path, help="an existing index (default: build one from UCMD)")
+    p.add_argument("--data", help="dataset to index (default: $RSHASH_DATA, else ../shared/data/UCMerced_LandUse)")
+    p.add_argument("--model", type=Path, help="trained model directory (default: a random-head model)")
+    p.add_argument("--bits", type=int, default=64, help="code length of the random-head model (default 64)")
+    p.add_argument("--max-images", type=int, help="index at most this many images (balanced over classes)")
+    p.add_argument("--work", type=Path, help="where to build the index (reused if there; default: a temp dir)")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    p.add_argument("--duration", type=float, default=20, help="seconds per scenario (default 20)")
+    p.add_argument("--max-requests", type=int, default=20000, help="request budget per scenario (default 20000)")
+    p.add_argument("--k", type=int, default=20, help="results per search (default 20)")
+    p.add_argument("--uploads", type=int, default=50, help="distinct query images uploaded (default 50)")
+    p.add_argument("--paced-rate", type=float, default=200,
+                   help="also search by id at this total rate, requests/s (default 200; 0: skip)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    tmp = None
+    if args.index is not None:
+        index_dir, built = args.index, {"source": "given", "model": str(args.model or "recorded in the index")}
+    else:
+        work = args.work or Path(tmp := tempfile.mkdtemp(prefix="rshash-serve-load-"))
+        built = build_index(work, args.data, args.model, args.max_images, args.bits)
+        index_dir = work / "index"
+
+    from rshash.index import Index
+
+    with Index.open(index_dir, args.model) as index:
+        stats = index.stats()
+        id_list = _all_ids(index_dir)
+        upload_paths = [index.get(i).path for i in random.Random(0).sample(id_list, min(args.uploads, len(id_list)))]
+    uploads = [(Path(p).name, Path(p).read_bytes()) for p in upload_paths]
+
+    def by_id(http: httpx.Client, rng: random.Random) -> httpx.Response:
+        return http.get("/api/search", params={"id": rng.choice(id_list), "k": args.k})
+
+    def by_upload(http: httpx.Client, rng: random.Random) -> httpx.Response:
+        name, data = rng.choice(uploads)
+        return http.post("/api/search", params={"k": args.k}, files={"image": (name, data)})
+
+    plan = [("search_by_id", by_id, None), ("search_by_upload", by_upload, None)]
+    if args.paced_rate:
+        plan.append(("search_by_id_paced", by_id, args.paced_rate))
+    about = machine()
+    server = Server(index_dir, args.model)
+    scenarios = {}
+    try:
+        for name, request, rate in plan:
+            print(f"{name}: {args.clients} clients for up to {args.duration:g}s ...", flush=True)
+            s = scenarios[name] = run_scenario(
+                server.url, server.proc.pid, args.clients, args.duration, args.max_requests, request, rate
+            )
+            print(f"  {s['ok']} ok, {s['errors']} errors, {s['throughput_rps']} req/s, "
+                  f"p50 {s['latency_ms']['p50']} ms, p99 {s['latency_ms']['p99']} ms, "
+                  f"server CPU {s['cpu_ms_per_request']['server']} ms/request", flush=True)
+        alive = httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    finally:
+        server.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def p99_met(name: str) -> bool | None:
+        p99 = scenarios[name]["latency_ms"]["p99"] if name in scenarios else None
+        return None if p99 is None else p99 < GOALS["p99_search_by_id_ms"]
+
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "machine": about | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "index": {
+            "images": stats["images"],
+            "bits": stats["bits"],
+            "kind": stats["kind"],
+            "fingerprint": stats["fingerprint"],
+            **built,
+        },
+        "settings": {"clients": args.clients, "duration_s": args.duration, "max_requests": args.max_requests,
+                     "k": args.k, "distinct_uploads": len(uploads),
+                     "upload_bytes_mean": round(statistics.fmean(len(d) for _, d in uploads))},
+        "scenarios": scenarios,
+        "server_alive_after": alive,
+        "goals": GOALS | {
+            "met_errors": all(s["errors"] == 0 for s in scenarios.values()) and args.clients >= GOALS["clients"],
+            # closed loop = saturation: latency there is mostly queueing (clients / throughput)
+            "met_p99_search_by_id_closed_loop": p99_met("search_by_id"),
+            "met_p99_search_by_id_paced": p99_met("search_by_id_paced"),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _all_ids(index_dir: Path) -> list[int]:
+    import sqlite3
+
+    with closing(sqlite3.connect(f"file:{index_dir / 'meta.sqlite'}?mode=ro", uri=True)) as db:
+        return [r[0] for r in db.execute("SELECT id FROM images ORDER BY id")]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
