@@ -57,7 +57,7 @@ def _example_searches(index, model_dir: Path, n: int) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.report import evaluate_model  # heavy imports only when needed
+    from .evaluate import evaluate_model  # heavy imports only when needed
     from ..index import Index
 
     data_dir = resolve_data_dir(args.data)

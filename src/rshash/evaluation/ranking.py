@@ -1,0 +1,57 @@
+"""Retrieval metrics from any distance matrix (Hamming, cosine, ...), with self-matches excluded per pair.
+
+:func:`rshash.metrics.retrieval_report` takes packed codes and a square
+"queries are the database" case; real-valued baselines and query subsets of a
+database need the same numbers from a distance matrix, so this module ranks any
+``(Q, N)`` distances with the same conventions (stable sort: ties by database
+order; relevance = same label) and the same metric functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..metrics import average_precision, precision_at_k, rank_by_distance, recall_at_k, relevance_matrix
+
+
+def ranked_relevance(
+    dist: np.ndarray, query_labels: np.ndarray, db_labels: np.ndarray, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranked database indices ``(Q, N')`` and their relevance.
+
+    ``exclude`` is a ``(Q, N)`` bool mask of pairs to drop (each query itself when
+    it is in the database); every query must drop the same number of items.
+    """
+    dist = np.asarray(dist, dtype=np.float64)
+    if exclude is None or not exclude.any():
+        order = rank_by_distance(dist)
+    else:
+        per_query = exclude.sum(axis=1)
+        if (per_query != per_query[0]).any():
+            raise ValueError("every query must exclude the same number of database items")
+        order = rank_by_distance(np.where(exclude, np.inf, dist))[:, : dist.shape[1] - per_query[0]]
+    return order, relevance_matrix(query_labels, db_labels, order)
+
+
+def report_from_relevance(rel: np.ndarray, ks: tuple[int, ...] = (10, 20)) -> dict[str, float]:
+    """The headline metrics of :func:`rshash.metrics.retrieval_report` from ranked relevance rows."""
+    total = rel.sum(axis=1)
+    out = {"map_all": float(average_precision(rel).mean())}
+    for k in ks:
+        out[f"map_at_{k}"] = float(average_precision(rel, k, "found").mean())
+        out[f"map_at_{k}_min_norm"] = float(average_precision(rel, k, "min", total).mean())
+        out[f"p_at_{k}"] = float(precision_at_k(rel, k).mean())
+        out[f"r_at_{k}"] = float(recall_at_k(rel, k).mean())
+    return out
+
+
+def ranking_report(
+    dist: np.ndarray,
+    query_labels: np.ndarray,
+    db_labels: np.ndarray,
+    exclude: np.ndarray | None = None,
+    ks: tuple[int, ...] = (10, 20),
+) -> dict[str, float]:
+    """map_all, map_at_k (found and min norm), p_at_k, r_at_k of a ``(Q, N)`` distance matrix."""
+    _, rel = ranked_relevance(dist, query_labels, db_labels, exclude)
+    return report_from_relevance(rel, ks)
