@@ -42,7 +42,8 @@ from rshash.training.hashing import HashTrainConfig
 from rshash.training.pipeline import Setup, TrainOptions, setup, teacher_features
 
 RESULTS = Path(__file__).parent / "results" / "baselines.json"
-MARKDOWN = Path(__file__).parents[1] / "docs" / "RESULTS_baselines.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_doc import write_section  # noqa: E402
 UNSUPERVISED = {"lsh": LSH, "itq": ITQ}
 DEEP = ("dpsh", "hashnet", "csq", "milan", "ours")
 N_UNSEEN = 5
@@ -260,7 +261,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--unseen-epochs", type=int, default=8)
     p.add_argument("--resume", action="store_true", help="keep finished entries of an earlier run's JSON")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--markdown", type=Path, default=MARKDOWN)
     args = p.parse_args(argv)
     unknown = set(args.methods) - set(all_methods)
     if unknown:
@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     if "unseen" in args.protocols:
         run_unseen(records, args, results, save)
     save()
-    atomic_write_text(args.markdown, markdown(results))
-    print(f"wrote {args.out} and {args.markdown} ({time.perf_counter() - t0:.0f} s)")
+    write_section("baselines", markdown(results))
+    print(f"wrote {args.out} and docs/RESULTS.md ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

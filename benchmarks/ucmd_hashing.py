@@ -21,19 +21,23 @@ import numpy as np
 import torch
 
 from rshash.codes import pack_codes
-from rshash.data.datasets import load_records, resolve_data_dir
+from rshash.data.datasets import class_names, load_records, resolve_data_dir
+from rshash.evaluation.protocols import unseen_assignment, unseen_task
+from rshash.evaluation.protocols import unseen_classes as held_out_classes
 from rshash.data.splits import stratified_split
 from rshash.metrics import retrieval_report
 from rshash.training.hashing import HashTrainConfig, head_outputs, train_hash_head
 from rshash.training.pipeline import Setup, TrainOptions, setup, teacher_features
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_doc import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-UNSEEN = ["baseballdiamond", "denseresidential", "harbor", "overpass", "storagetanks"]  # fixed held-out classes
 
 
-def codes_for(s: Setup, head, levels: np.ndarray | None = None) -> np.ndarray:
+def codes_for(s: Setup, head, levels: np.ndarray | None = None, dims=None) -> np.ndarray:
     lv = s.levels if levels is None else levels
-    return pack_codes(head_outputs(head, lv[:, 0], s.data.bank.tap_dims) >= 0.5)
+    return pack_codes(head_outputs(head, lv[:, 0], dims or s.data.bank.tap_dims) >= 0.5)
 
 
 def fit(s: Setup, cfg: HashTrainConfig, levels: np.ndarray | None = None, dims=None):
@@ -82,7 +86,7 @@ def ablations(s: Setup, frozen: Setup, bits_list, base: HashTrainConfig) -> dict
         out[name] = {}
         for bits in bits_list:
             head, m, secs = fit(setup_, replace(cfg, bits=bits), lv, dims)
-            codes = codes_for(setup_, head, lv)
+            codes = codes_for(setup_, head, lv, dims)
             rep = retrieval_report(codes[d.test], d.labels[d.test], codes[d.database], d.labels[d.database])
             out[name][str(bits)] = {"map_all": rep["map_all"], "val_map_all": m["val_map_all"], "hash_seconds": secs}
             print(f"ablation {name} {bits}: {rep['map_all']:.4f}", flush=True)
@@ -105,27 +109,23 @@ def protocol_b(records, options: TrainOptions, bits_list, base: HashTrainConfig)
     return out
 
 
-def unseen_assignment(records, seed: int) -> tuple[dict[str, str], list[str], list[str]]:
-    """Seen classes: train/val. Unseen: 'test' (never trained on); returns db and query paths among them."""
-    seen = [r for r in records if r.label not in UNSEEN]
-    unseen = [r for r in records if r.label in UNSEEN]
-    assignment = stratified_split(seen, {"train": 0.9, "val": 0.1}, seed)
-    split = stratified_split(unseen, {"db": 0.8, "query": 0.2}, seed)
-    assignment |= {p: "test" for p in split}
-    return assignment, [p for p, s in split.items() if s == "db"], [p for p, s in split.items() if s == "query"]
-
-
 def unseen_classes(records, options: TrainOptions, bits_list, base: HashTrainConfig, seeds=(0, 1, 2)) -> dict:
+    """Train on 16 classes, index and query the 5 held out (the evaluation suite's protocol and split).
+
+    One fine-tuning on the seen classes (seed 0, shared with benchmarks/baselines.py through the cache);
+    the seed varies the unseen database/query draw and the head's initialisation and batches.
+    """
+    names = class_names(records)
+    unseen = held_out_classes(names, 5, 0)
+    s = setup(records, options, assignment=unseen_assignment(records, unseen, 0))
+    d = s.data
+    unseen_ids = [d.class_names.index(u) for u in unseen]
     scores: dict[str, list[float]] = {}
     variants = {"ours": base, "+ neighbourhood loss (1.0)": replace(base, w_neighbour=1.0)}
     knn: list[float] = []
     for seed in seeds:
-        assignment, db_paths, q_paths = unseen_assignment(records, seed)
-        s = setup(records, replace(options, seed=seed), assignment=assignment)
-        d = s.data
-        pos = {r.path: i for i, r in enumerate(d.bank.records)}
-        db = np.array([pos[p] for p in db_paths])
-        q = np.array([pos[p] for p in q_paths])
+        task = unseen_task(d.labels, unseen_ids, seed)
+        q, db = task.queries, task.database
         for bits in bits_list:
             for name, cfg in variants.items():
                 head, _, _ = fit(s, replace(cfg, bits=bits, seed=seed))
@@ -136,6 +136,7 @@ def unseen_classes(records, options: TrainOptions, bits_list, base: HashTrainCon
         knn.append(cosine_map(d.bank.head_features(slice(None)), d.labels, q, db))
     out = {b: {"map_all_mean": float(np.mean(v)), "map_all_std": float(np.std(v)), "per_seed": v} for b, v in scores.items()}
     out["knn_cosine_pretrained"] = {"map_all_mean": float(np.mean(knn)), "map_all_std": float(np.std(knn)), "per_seed": knn}
+    out["held_out_classes"] = unseen
     return out
 
 
@@ -153,7 +154,7 @@ def machine() -> str:
     return f"{platform.platform()}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, python {platform.python_version()}, torch {torch.__version__}"
 
 
-def write_markdown(results: dict, path: Path) -> None:
+def write_markdown(results: dict) -> None:
     a, b = results["protocol_A"], results.get("protocol_B", {})
     lines = [
         "## UCMD hashing benchmark (ours)", "",
@@ -178,13 +179,14 @@ def write_markdown(results: dict, path: Path) -> None:
             lines.append(f"| {name} | " + " | ".join(f"{v[b]['map_all']:.4f}" if b in v else "-" for b in bits_cols) + " |")
     if results.get("unseen_classes"):
         u = results["unseen_classes"]
-        lines += ["", f"### Unseen classes (trained on 16 classes; held out: {', '.join(UNSEEN)}; database 80 and queries 20 per"
+        lines += ["", f"### Unseen classes (trained on 16 classes; held out: {', '.join(u['held_out_classes'])}; database 80 and queries 20 per"
                   " unseen class; seeds 0,1,2; mAP@all mean ± std)", "", "| method | mAP@all |", "|---|---|"]
         for k, v in u.items():
+            if k == "held_out_classes":
+                continue
             label = f"ours {k.split(' ', 1)[0]} bits {k.split(' ', 1)[1] if ' ' in k else ''}" if k[0].isdigit() else k
             lines.append(f"| {label} | {v['map_all_mean']:.4f} ± {v['map_all_std']:.4f} |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    write_section("ucmd_hashing", "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma list of parts to skip: B,ablations,unseen")
     p.add_argument("--cache-dir")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/ucmd_hashing.json"))
-    p.add_argument("--markdown", default=str(ROOT / "docs/RESULTS_hashing.md"))
+    p.add_argument("--render-only", action="store_true", help="rewrite the docs table from the existing JSON")
     args = p.parse_args(argv)
+    if args.render_only:
+        write_markdown(json.loads(Path(args.out).read_text()))
+        return 0
     bits_list = [int(b) for b in args.bits.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     records = load_records(resolve_data_dir(args.data))
@@ -228,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    tuple(int(x) for x in args.seeds.split(",")))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
-    write_markdown(results, Path(args.markdown))
-    print(f"wrote {args.out} and {args.markdown}")
+    write_markdown(results)
+    print(f"wrote {args.out} and docs/RESULTS.md")
     return 0
 
 

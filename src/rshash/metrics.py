@@ -112,7 +112,11 @@ def retrieval_report(
     order = rank_by_distance(dist)
     if exclude_self:
         order = order[:, :-1]
-    rel = relevance_matrix(query_labels, db_labels, order)
+    return report_from_relevance(relevance_matrix(query_labels, db_labels, order), ks)
+
+
+def report_from_relevance(rel: np.ndarray, ks: tuple[int, ...] = (10, 20)) -> dict[str, float]:
+    """map_all, map_at_k (found and min norm), p_at_k, r_at_k from ranked relevance rows ``(Q, N)``."""
     total = rel.sum(axis=1)
     out = {"map_all": float(average_precision(rel).mean())}
     for k in ks:

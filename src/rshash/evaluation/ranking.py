@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import average_precision, precision_at_k, rank_by_distance, recall_at_k, relevance_matrix
+from ..metrics import rank_by_distance, relevance_matrix, report_from_relevance
 
 
 def ranked_relevance(
@@ -31,18 +31,6 @@ def ranked_relevance(
             raise ValueError("every query must exclude the same number of database items")
         order = rank_by_distance(np.where(exclude, np.inf, dist))[:, : dist.shape[1] - per_query[0]]
     return order, relevance_matrix(query_labels, db_labels, order)
-
-
-def report_from_relevance(rel: np.ndarray, ks: tuple[int, ...] = (10, 20)) -> dict[str, float]:
-    """The headline metrics of :func:`rshash.metrics.retrieval_report` from ranked relevance rows."""
-    total = rel.sum(axis=1)
-    out = {"map_all": float(average_precision(rel).mean())}
-    for k in ks:
-        out[f"map_at_{k}"] = float(average_precision(rel, k, "found").mean())
-        out[f"map_at_{k}_min_norm"] = float(average_precision(rel, k, "min", total).mean())
-        out[f"p_at_{k}"] = float(precision_at_k(rel, k).mean())
-        out[f"r_at_{k}"] = float(recall_at_k(rel, k).mean())
-    return out
 
 
 def ranking_report(

@@ -124,7 +124,7 @@ def finetune_cached(backbone: StageBackbone, data: Prepared, options: TrainOptio
     classifier, metrics = finetune_tail(
         backbone, bank.cut, data.labels, data.train, data.val, len(data.class_names), options.finetune_config
     )
-    if len(data.test):
+    if len(data.test) and set(data.labels[data.test]) <= set(data.labels[data.train]):  # not for unseen classes
         metrics["test_accuracy"] = float((predict(classifier, bank.cut[data.test, 0]) == data.labels[data.test]).mean())
     buf = io.BytesIO()
     torch.save({"backbone": backbone.state_dict(), "metrics": metrics}, buf)
