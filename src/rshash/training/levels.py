@@ -35,9 +35,12 @@ class PooledTail(torch.nn.Module):
 
 
 def tail_fingerprint(backbone: StageBackbone) -> str:
-    buf = io.BytesIO()
-    torch.save({k: v for k, v in backbone.state_dict().items()}, buf)
-    return hashlib.sha256(buf.getvalue()).hexdigest()[:16]
+    """Hash of the weights' values (torch.save bytes are not reproducible, tensor contents are)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @torch.no_grad()
