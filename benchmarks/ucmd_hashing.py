@@ -69,13 +69,14 @@ def last_level_only(s: Setup) -> tuple[np.ndarray, list[int]]:
 def ablations(s: Setup, frozen: Setup, bits_list, base: HashTrainConfig) -> dict:
     d = s.data
     variants = {
-        "ours (hierarchical, lstm, lossless)": (s, base, None, None),
+        "ours (hierarchical, lstm, lossless + centres)": (s, base, None, None),
         "last stage only": (s, base, *last_level_only(s)),
         "gru": (s, replace(base, cell="gru"), None, None),
         "no recurrence (concat + mlp)": (s, replace(base, cell="none"), None, None),
         "margin triplet instead of lossless": (s, replace(base, triplet="margin"), None, None),
         "no quantization loss": (s, replace(base, w_quant=0.0), None, None),
         "no bit-balance loss": (s, replace(base, w_balance=0.0), None, None),
+        "no hash-centre loss (the paper's three losses)": (s, replace(base, w_centre=0.0), None, None),
         "+ class loss (0.5)": (s, replace(base, w_class=0.5), None, None),
         "+ neighbourhood loss (0.1)": (s, replace(base, w_neighbour=0.1), None, None),
         "+ neighbourhood loss (1.0)": (s, replace(base, w_neighbour=1.0), None, None),

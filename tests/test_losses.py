@@ -85,3 +85,14 @@ def test_code_classifier_loss_decreases_with_training():
         loss(u, labels).backward()
         opt.step()
     assert loss(u, labels).item() < first
+
+
+def test_hash_centre_loss_hand_computed():
+    from rshash.hashing.losses import HashCentreLoss
+
+    loss = HashCentreLoss(bits=2, num_classes=2)  # Hadamard(2) centres: (+1, +1) and (+1, -1) -> bits (1,1), (1,0)
+    u = torch.tensor([[0.5, 0.5]])
+    assert loss(u, torch.tensor([0])).item() == pytest.approx(math.log(2))
+    u = torch.tensor([[0.9, 0.2]])
+    # class 1 targets (1, 0): BCE = (-ln 0.9 - ln 0.8) / 2
+    assert loss(u, torch.tensor([1])).item() == pytest.approx((-math.log(0.9) - math.log(0.8)) / 2, rel=1e-5)
