@@ -33,6 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_doc import write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = {
+    "protocol_A": "stratified 80/20 split (seed 0), 10% of training carved as val for epoch choice; database = 1680 training images (train+val), queries = 420 test images; view 0; Hamming ranking, ties by database order; map_all normalised by all relevant; map_at_20 normalised by relevant found in top 20 (min_norm variant: by min(20, relevant))",
+    "protocol_B": "MiLAN: stratified 60/40 split (seed 0); each test image queries the other test images (itself excluded); map_at_20 normalised by relevant found in top 20",
+    "ablations": "protocol A, mAP@all, one variant changed at a time from the default",
+    "unseen_classes": "5 held-out classes (evaluation.protocols.unseen_classes, seed 0); one fine-tuning on the 16 seen classes; per unseen class 80% database / 20% queries drawn per seed (0,1,2); mAP@all mean and std",
+}
 
 
 def codes_for(s: Setup, head, levels: np.ndarray | None = None, dims=None) -> np.ndarray:
@@ -221,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/ucmd_hashing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),
         "data": "UC Merced Land Use, 21 classes x 100 images",
+        "protocols": PROTOCOLS,
         "hash_config": base.__dict__,
         "phase_timings_s": s.timings,
         "phase_timings_note": "phases 1-2 (features, fine-tuning, levels) as measured in this run; near zero when cached on disk."

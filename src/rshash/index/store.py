@@ -48,20 +48,6 @@ class IndexFormatError(ValueError):
 
 
 @dataclass(frozen=True)
-class ImageMeta:
-    """What the index knows about one image (``code`` is the packed binary code)."""
-
-    id: int
-    path: str
-    label: str | None
-    width: int
-    height: int
-    sha256: str
-    added_at: str
-    code: bytes
-
-
-@dataclass(frozen=True)
 class NewImage:
     """A row to insert: everything but the id and generation, which the store assigns."""
 
@@ -72,6 +58,13 @@ class NewImage:
     sha256: str
     added_at: str
     code: bytes
+
+
+@dataclass(frozen=True)
+class ImageMeta(NewImage):
+    """What the index knows about one image: a stored row and its id (``code`` is the packed binary code)."""
+
+    id: int = -1
 
 
 @dataclass
@@ -237,7 +230,7 @@ class Store:
                 chunk = [int(i) for i in ids[start : start + 500]]
                 marks = ",".join("?" * len(chunk))
                 for row in self._conn.execute(f"SELECT {_META_COLUMNS} FROM images WHERE id IN ({marks})", chunk):
-                    out[row[0]] = ImageMeta(*row)
+                    out[row[0]] = ImageMeta(*row[1:], id=row[0])
         return out
 
     def label_counts(self) -> dict[str | None, int]:
