@@ -1,8 +1,8 @@
 """Load test of ``rshash serve``: N concurrent clients searching by id and by uploaded image.
 
-Starts ``rshash serve`` on loopback (a separate process, as deployed) over an index,
-then for each scenario runs N concurrent httpx clients until the duration or the
-request budget is used up, and records client-side latency (p50 / p90 / p99 / max),
+Starts ``rshash serve`` on loopback (a separate process, as deployed; ``--workers`` processes)
+over an index, then for each scenario runs N concurrent httpx clients until the duration or
+the request budget is used up, and records client-side latency (p50 / p90 / p99 / max),
 throughput, the server's own ``query_ms``, CPU per request (server and load generator)
 and every error. Scenarios: search by id and search by upload with the clients sending
 back to back (closed loop: saturation, where latency is mostly queueing, about
@@ -10,14 +10,15 @@ clients / throughput), and search by id paced at ``--paced-rate`` requests/s in 
 (the load 32 people clicking through results would make).
 Goals: zero errors at 32 concurrent clients; p99 of search by id under 50 ms.
 
-The index is ``--index DIR``, else one built from UCMD (``--data``, ``$RSHASH_DATA`` or
-../shared/data/UCMerced_LandUse) with the model in ``--model``, else with a random-head
-model (ImageNet backbone + untrained hash head: the codes are not good for retrieval
-but cost exactly the same to compute and search; the JSON says which was used).
+The index is ``--index DIR`` (the real one: ``runs/ucmd/index``, built with the trained
+model). Without it, a small index (``--max-images``, from UCMD or, failing that, synthetic
+scenes) is built with ``--model`` or else a random-head model (ImageNet backbone +
+untrained hash head: codes no good for retrieval, but as costly to compute and search).
+The JSON's ``targets`` says whether the model was trained (``model_is_trained``).
 
-    python benchmarks/serve_load.py                                   # UCMD (2100 images), 32 clients, 20 s each
-    python benchmarks/serve_load.py --index runs/ucmd/index
-    python benchmarks/serve_load.py --max-images 210 --duration 5     # quick check
+    python benchmarks/serve_load.py --index runs/ucmd/index --workers 2   # the numbers to report
+    python benchmarks/serve_load.py                                       # a 210-image random-head index
+    python benchmarks/serve_load.py --quick                               # smoke test: a few seconds of load
 
 Client and server share this machine's cores, so the numbers are a lower bound of
 what the server alone sustains.
@@ -53,13 +54,12 @@ GOALS = {"clients": 32, "errors": 0, "p99_search_by_id_ms": 50.0}
 # ---------------------------------------------------------------------------- the index
 
 
-def build_index(work: Path, data: str | None, model: Path | None, max_images: int | None, bits: int) -> dict:
-    """Index UCMD (or a per-class-balanced subset) into ``work/index``; reuse one already there."""
-    from rshash.data.datasets import load_records, resolve_data_dir
+def build_index(work: Path, data: str | None, model: Path | None, max_images: int, bits: int) -> dict:
+    """Index ``max_images`` images (balanced over classes) of UCMD, else synthetic scenes, into ``work/index``."""
+    from rshash.data.datasets import DatasetError, load_records, resolve_data_dir
     from rshash.index import Index
 
     index_dir = work / "index"
-    data_dir = resolve_data_dir(data)
     if model is None:
         model = work / "model"
         if not (model / "config.json").is_file():
@@ -68,55 +68,77 @@ def build_index(work: Path, data: str | None, model: Path | None, max_images: in
 
             print(f"random-head model ({bits} bits) -> {model}", flush=True)
             save_model_dir(model, HashingModel(ModelConfig(bits=bits)))
-        described = f"random-head model (ImageNet EfficientNet-Lite0 + untrained {bits}-bit hash head)"
-    else:
-        described = f"trained model {model}"
-    records = load_records(data_dir)
-    if max_images is not None and max_images < len(records):
-        by_class: dict[str | None, list] = {}
-        for r in records:
-            by_class.setdefault(r.label, []).append(r)
-        per_class = max(1, max_images // len(by_class))
-        records = [r for rs in by_class.values() for r in rs[:per_class]]
+    try:
+        source = resolve_data_dir(data)
+    except DatasetError:
+        if data is not None:
+            raise
+        from rshash.data.synthetic import make_synthetic_dataset
+
+        source = work / "synthetic"
+        make_synthetic_dataset(source, classes=6, per_class=max(1, max_images // 6), size=256)
+    by_class: dict[str | None, list] = {}
+    for r in load_records(source):
+        by_class.setdefault(r.label, []).append(r)
+    per_class = max(1, max_images // len(by_class))
+    records = [r for rs in by_class.values() for r in rs[:per_class]]
     start = time.perf_counter()
     with Index.open_or_create(index_dir, model) as index:
         report = index.add_paths(records, progress=False)
         images = len(index)
     print(f"index {index_dir}: {images} images ({report.summary()}) in {time.perf_counter() - start:.1f}s", flush=True)
     return {
-        "source": str(data_dir),
-        "model": described,
+        "source": str(source),
         "add_report": {"added": report.added, "already_indexed": report.unchanged, "skipped": len(report.skipped)},
         "add_s": round(time.perf_counter() - start, 1),
     }
+
+
+def model_is_trained(model_dir: Path) -> bool:
+    """Whether ``model_dir`` came out of ``rshash train`` (its metrics hold the hashing phase)."""
+    try:
+        return "hashing" in json.loads((Path(model_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def describe_model(model_dir: Path, trained: bool) -> str:
+    if trained:
+        return f"trained model {Path(model_dir).name}"
+    return "random-head model (ImageNet EfficientNet-Lite0 + untrained hash head)"
 
 
 # ---------------------------------------------------------------------------- the server
 
 
 class Server:
-    """``rshash serve --port 0`` in a child process."""
+    """``rshash serve --port 0 --workers N`` in a child process, once every worker has started."""
 
-    def __init__(self, index_dir: Path, model: Path | None):
+    def __init__(self, index_dir: Path, model: Path | None, workers: int):
         args = [sys.executable, "-m", "rshash.cli", "serve", "--index", str(index_dir), "--port", "0",
-                "--no-access-log"]
+                "--no-access-log", "--workers", str(workers)]
         if model is not None:
             args += ["--model", str(model)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
-        deadline = time.monotonic() + 120
-        self.url = None
-        while self.url is None:
+        try:
+            self.url = self._wait_until_serving(workers, deadline=time.monotonic() + 120)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_serving(self, workers: int, deadline: float) -> str:
+        # Every worker started: else the clients' keep-alive connections all land on the first one ready.
+        while sum("Application startup complete" in line for line in list(self.lines)) < workers:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("rshash serve did not start:\n" + "".join(self.lines))
-            self.url = next((m[1] for line in list(self.lines) if (m := re.search(r"at (http://[\d.]+:\d+)/", line))),
-                            None)
             time.sleep(0.1)
+        url = next(m[1] for line in list(self.lines) if (m := re.search(r"at (http://[\d.]+:\d+)/", line)))
         while True:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
-                    break
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    return url
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
@@ -143,12 +165,22 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
+    """User + system CPU seconds so far of a process and its descendants (the workers) (Linux)."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, CPU s)
+    for f in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = f.read_text().rsplit(")", 1)[1].split()
+            stats[int(f.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    if pid not in stats:
         return None
+    tree, grown = {pid}, True
+    while grown:  # add children until none is left out
+        children = {p for p, (parent, _) in stats.items() if parent in tree} - tree
+        tree |= children
+        grown = bool(children)
+    return sum(stats[p][1] for p in tree)
 
 
 def run_scenario(
@@ -277,27 +309,51 @@ def machine() -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def server_stack(workers: int) -> dict:
+    """How the server runs: processes, and uvicorn's HTTP parser and event loop ("auto" picks these)."""
+    import importlib.util
+
+    have = {name: importlib.util.find_spec(name) is not None for name in ("httptools", "uvloop")}
+    return {"workers": workers, "http": "httptools" if have["httptools"] else "h11",
+            "loop": "uvloop" if have["uvloop"] else "asyncio"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--index", type=Path, help="an existing index (default: build one from UCMD)")
-    p.add_argument("--data", help="dataset to index (default: $RSHASH_DATA, else ../shared/data/UCMerced_LandUse)")
-    p.add_argument("--model", type=Path, help="trained model directory (default: a random-head model)")
+    p.add_argument("--index", type=Path, help="an existing index, e.g. runs/ucmd/index (default: build a small one)")
+    p.add_argument("--model", type=Path, help="with --index: its model if the recorded one moved; else the model "
+                   "to build with (default: a random-head model)")
+    p.add_argument("--data", help="images for the built index (default: $RSHASH_DATA, else the shared UCMD, "
+                   "else synthetic scenes)")
+    p.add_argument("--max-images", type=int, default=210, help="images in the built index (default 210)")
     p.add_argument("--bits", type=int, default=64, help="code length of the random-head model (default 64)")
-    p.add_argument("--max-images", type=int, help="index at most this many images (balanced over classes)")
     p.add_argument("--work", type=Path, help="where to build the index (reused if there; default: a temp dir)")
+    p.add_argument("--workers", type=int, default=1, help="rshash serve --workers (default 1)")
     p.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     p.add_argument("--duration", type=float, default=20, help="seconds per scenario (default 20)")
     p.add_argument("--max-requests", type=int, default=20000, help="request budget per scenario (default 20000)")
     p.add_argument("--k", type=int, default=20, help="results per search (default 20)")
+    p.add_argument("--no-rerank", action="store_true", help="search with rerank=false (Hamming order only)")
     p.add_argument("--uploads", type=int, default=50, help="distinct query images uploaded (default 50)")
     p.add_argument("--paced-rate", type=float, default=200,
                    help="also search by id at this total rate, requests/s (default 200; 0: skip)")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--quick", action="store_true", help="smoke test: a tiny index, 4 clients, 1.5 s per scenario, "
+                   "results to a temporary file unless --out is given")
+    p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    if args.quick:
+        args.max_images, args.clients, args.duration, args.uploads = 24, 4, 1.5, 5
+        args.paced_rate = args.paced_rate and 20
+        args.out = args.out or Path(tempfile.gettempdir()) / "serve_load_quick.json"
+    args.out = args.out or RESULTS
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     tmp = None
     if args.index is not None:
-        index_dir, built = args.index, {"source": "given", "model": str(args.model or "recorded in the index")}
+        index_dir, built = args.index, {"source": "given"}
     else:
         work = args.work or Path(tmp := tempfile.mkdtemp(prefix="rshash-serve-load-"))
         built = build_index(work, args.data, args.model, args.max_images, args.bits)
@@ -307,68 +363,84 @@ def main(argv: list[str] | None = None) -> int:
 
     with Index.open(index_dir, args.model) as index:
         stats = index.stats()
+        model_dir = index.model_dir
+        trained = model_is_trained(model_dir)
         id_list = _all_ids(index_dir)
         upload_paths = [index.get(i).path for i in random.Random(0).sample(id_list, min(args.uploads, len(id_list)))]
     uploads = [(Path(p).name, Path(p).read_bytes()) for p in upload_paths]
+    params = {"k": args.k, "rerank": not args.no_rerank}
 
     def by_id(http: httpx.Client, rng: random.Random) -> httpx.Response:
-        return http.get("/api/search", params={"id": rng.choice(id_list), "k": args.k})
+        return http.get("/api/search", params={"id": rng.choice(id_list), **params})
 
     def by_upload(http: httpx.Client, rng: random.Random) -> httpx.Response:
         name, data = rng.choice(uploads)
-        return http.post("/api/search", params={"k": args.k}, files={"image": (name, data)})
+        return http.post("/api/search", params=params, files={"image": (name, data)})
 
     plan = [("search_by_id", by_id, None), ("search_by_upload", by_upload, None)]
     if args.paced_rate:
         plan.append(("search_by_id_paced", by_id, args.paced_rate))
     about = machine()
-    server = Server(index_dir, args.model)
     scenarios = {}
     try:
-        for name, request, rate in plan:
-            print(f"{name}: {args.clients} clients for up to {args.duration:g}s ...", flush=True)
-            s = scenarios[name] = run_scenario(
-                server.url, server.proc.pid, args.clients, args.duration, args.max_requests, request, rate
-            )
-            print(f"  {s['ok']} ok, {s['errors']} errors, {s['throughput_rps']} req/s, "
-                  f"p50 {s['latency_ms']['p50']} ms, p99 {s['latency_ms']['p99']} ms, "
-                  f"server CPU {s['cpu_ms_per_request']['server']} ms/request", flush=True)
-        alive = httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        server = Server(index_dir, args.model, args.workers)
+        try:
+            for name, request, rate in plan:
+                print(f"{name}: {args.clients} clients for up to {args.duration:g}s ...", flush=True)
+                s = scenarios[name] = run_scenario(
+                    server.url, server.proc.pid, args.clients, args.duration, args.max_requests, request, rate
+                )
+                print(f"  {s['ok']} ok, {s['errors']} errors, {s['throughput_rps']} req/s, "
+                      f"p50 {s['latency_ms']['p50']} ms, p99 {s['latency_ms']['p99']} ms, "
+                      f"server CPU {s['cpu_ms_per_request']['server']} ms/request", flush=True)
+            alive = httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        finally:
+            server.stop()
     finally:
-        server.stop()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def p99_met(name: str) -> bool | None:
-        p99 = scenarios[name]["latency_ms"]["p99"] if name in scenarios else None
-        return None if p99 is None else p99 < GOALS["p99_search_by_id_ms"]
+    def p99(name: str) -> float | None:
+        return scenarios[name]["latency_ms"]["p99"] if name in scenarios else None
 
+    def met(value: float | None) -> bool | None:
+        return None if value is None else value < GOALS["p99_search_by_id_ms"]
+
+    targets = {
+        # closed loop = saturation: latency there is mostly queueing (clients / throughput)
+        "p99_search_by_id_closed_loop_ms": p99("search_by_id"),
+        "p99_search_by_id_paced_ms": p99("search_by_id_paced"),
+        "errors": sum(s["errors"] for s in scenarios.values()),
+        "model_is_trained": trained,
+    }
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "targets": targets,
         "machine": about | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "server": server_stack(args.workers),
         "index": {
             "images": stats["images"],
             "bits": stats["bits"],
             "kind": stats["kind"],
             "fingerprint": stats["fingerprint"],
+            "model": describe_model(model_dir, trained),
             **built,
         },
         "settings": {"clients": args.clients, "duration_s": args.duration, "max_requests": args.max_requests,
-                     "k": args.k, "distinct_uploads": len(uploads),
-                     "upload_bytes_mean": round(statistics.fmean(len(d) for _, d in uploads))},
+                     **params, "distinct_uploads": len(uploads),
+                     "upload_bytes_mean": round(statistics.fmean(len(d) for _, d in uploads)), "quick": args.quick},
         "scenarios": scenarios,
         "server_alive_after": alive,
         "goals": GOALS | {
-            "met_errors": all(s["errors"] == 0 for s in scenarios.values()) and args.clients >= GOALS["clients"],
-            # closed loop = saturation: latency there is mostly queueing (clients / throughput)
-            "met_p99_search_by_id_closed_loop": p99_met("search_by_id"),
-            "met_p99_search_by_id_paced": p99_met("search_by_id_paced"),
+            "met_errors": targets["errors"] == 0 and args.clients >= GOALS["clients"],
+            "met_p99_search_by_id_closed_loop": met(targets["p99_search_by_id_closed_loop_ms"]),
+            "met_p99_search_by_id_paced": met(targets["p99_search_by_id_paced_ms"]),
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"targets: {json.dumps(targets)}\nwrote {args.out}")
     return 0
 
 

@@ -7,7 +7,7 @@ import torch
 from rshash.backbone import create_backbone
 from rshash.data.datasets import load_batch, scan_folder
 from rshash.model import HashingModel, ModelConfig, PixelEncoder, pool_map
-from rshash.onnx_export import export_onnx, open_session, run_session
+from rshash.onnx_export import export_onnx, open_session, run_session_all
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,14 @@ def test_onnx_matches_torch(pretrained):
     model = HashingModel(ModelConfig(bits=16), backbone=pretrained).eval()
     encoder = PixelEncoder(model)
     pixels = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
-    session = open_session(export_onnx(encoder, torch.zeros(1, 224, 224, 3, dtype=torch.uint8)))
+    session = open_session(export_onnx(encoder, torch.zeros(1, 224, 224, 3, dtype=torch.uint8),
+                                       outputs=PixelEncoder.OUTPUTS))
     with torch.no_grad():
-        expected = encoder(torch.from_numpy(pixels)).numpy()
-    got = run_session(session, pixels)
-    assert got.shape == (3, 16)
-    assert np.abs(got - expected).max() < 1e-4
+        expected = [t.numpy() for t in encoder(torch.from_numpy(pixels))]
+    got = run_session_all(session, pixels)
+    assert got[0].shape == (3, 16) and got[1].shape == (3, 128)  # sigmoid outputs, descriptors
+    assert max(np.abs(g - e).max() for g, e in zip(got, expected)) < 1e-4
+    assert np.allclose(np.linalg.norm(got[1], axis=1), 1.0, atol=1e-5)
 
 
 def test_pool_map_is_avg_and_max():

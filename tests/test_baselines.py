@@ -14,7 +14,7 @@ from rshash.baselines.csq import hadamard
 from rshash.codes import hamming_matrix, pack_codes
 from rshash.evaluation.protocols import RetrievalTask, evaluate_codes
 from rshash.evaluation.ranking import ranking_report
-from rshash.metrics import retrieval_report
+from rshash.evaluation.protocols import RetrievalTask, evaluate
 from rshash.training.hashing import HashTrainConfig
 
 CLASSES, PER_CLASS = 6, 30
@@ -69,16 +69,18 @@ def test_knn_cosine_reference():
     assert knn_report(x, labels, halves(labels))["map_all"] > 3 * CHANCE
 
 
-def test_ranking_report_matches_retrieval_report_on_codes():
+def test_ranking_report_matches_the_hamming_evaluation_on_codes():
     rng = np.random.default_rng(1)
     codes = rng.random((40, 16)) < 0.5
     labels = rng.integers(0, 3, 40)
     packed = pack_codes(codes)
     dist = hamming_matrix(packed[:10], packed[10:])
-    assert ranking_report(dist, labels[:10], labels[10:]) == retrieval_report(packed[:10], labels[:10], packed[10:], labels[10:])
+    halves = RetrievalTask("h", "10 vs 30", np.arange(10), np.arange(10, 40))
+    assert ranking_report(dist, labels[:10], labels[10:]) == evaluate(codes, labels, halves, rerank=False)
     square = hamming_matrix(packed, packed)
     mine = ranking_report(square, labels, labels, np.eye(40, dtype=bool))
-    assert mine == pytest.approx(retrieval_report(packed, labels, packed, labels, exclude_self=True))
+    everyone = RetrievalTask("all", "all vs all", np.arange(40), np.arange(40), exclude_self=True)
+    assert mine == pytest.approx(evaluate(codes, labels, everyone, rerank=False))
 
 
 # ---------------------------------------------------------------------------- deep (objective modules)

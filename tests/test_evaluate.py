@@ -111,3 +111,25 @@ def test_cross_task_samples_queries_when_large():
     task = cross_task(50, max_queries=10)
     assert len(task.queries) == 10 and len(task.database) == 50 and task.exclude_self
     assert set(task.queries) <= set(task.database)
+
+
+def test_multilabel_manifest_reports_shared_label_relevance(model, tmp_path, capsys):
+    """A ``labels`` column (';'-separated): relevant = at least one shared label, beside the single-label numbers."""
+    from rshash.data.datasets import scan_folder
+
+    records = scan_folder(model / "data")
+    classes = sorted({r.label for r in records})
+    manifest = tmp_path / "multi.csv"
+    rows = ["path,labels"]
+    for r in records:  # the first two classes also share a group label
+        rows.append(f"{r.path},{r.label};group" if r.label in classes[:2] else f"{r.path},{r.label}")
+    manifest.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "multi"
+    assert main(["evaluate", "--model", str(model / "model"), "--data", str(manifest), "--out", str(out)]) == 0
+    assert "multi-label relevance" in capsys.readouterr().out
+    saved = json.loads((out / "metrics.json").read_text())
+    single, multi = saved["metrics"], saved["metrics_multilabel"]
+    assert saved["multilabel_labels"] == sorted(classes + ["group"])
+    # relevance is a superset of same-class relevance: the top 10 can only hold more relevant items
+    assert multi["p_at_10"] >= single["p_at_10"]
+    assert saved["metrics_multilabel_hamming_only"]["p_at_10"] >= saved["metrics_hamming_only"]["p_at_10"]

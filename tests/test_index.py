@@ -161,7 +161,7 @@ def test_search_by_code_matches_brute_force(built):
     for _ in range(5):
         code = rng.random(BITS) < 0.5
         expected = _expected_distances(built, np.packbits(code))
-        hits = built.search(code, k=5)
+        hits = built.search(code, k=5)  # a bare code has no descriptor: Hamming order
         distances = [h.distance for h in hits]
         assert distances == sorted(expected.values())[:5]
         assert all(expected[h.id] == h.distance for h in hits)
@@ -169,11 +169,12 @@ def test_search_by_code_matches_brute_force(built):
 
 
 def test_search_by_id_excludes_itself(built):
-    hits = built.search_by_id(1, k=4)
+    hits = built.search_by_id(1, k=4, rerank=False)
     assert len(hits) == 4 and 1 not in [h.id for h in hits]
     expected = _expected_distances(built, np.frombuffer(built.get(1).code, np.uint8))
     assert [h.distance for h in hits] == sorted(d for i, d in expected.items() if i != 1)[:4]
-    assert built.search(1, k=4) == hits
+    assert built.search(1, k=4, rerank=False) == hits
+    assert 1 not in [h.id for h in built.search(1, k=4)]  # re-ranked too
     assert built.search_by_id(1, k=4, exclude_self=False)[0].distance == 0
 
 
@@ -181,9 +182,10 @@ def test_range_search_is_exact(built):
     query = np.frombuffer(built.get(3).code, np.uint8)
     expected = _expected_distances(built, query)
     for radius in (0, 2, 5, BITS):
-        hits = built.range_search(3, radius)
-        assert {h.id for h in hits} == {i for i, d in expected.items() if d <= radius}
-        assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+        hits = built.range_search(3, radius, rerank=False)
+        assert {h.id for h in hits} == {i for i, d in expected.items() if d <= radius and i != 3}  # itself excluded
+        assert [(h.distance, h.id) for h in hits] == sorted((h.distance, h.id) for h in hits)
+        assert {h.id for h in built.range_search(3, radius)} == {h.id for h in hits}
     assert built.range_search(unpack_codes(query[None], BITS)[0], BITS)[0].distance == 0
 
 
@@ -289,7 +291,8 @@ def test_kinds_give_flat_results_on_a_small_index(built, tmp_path, kind):
         flat = {i: index.search_by_id(i, k=5) for i in (1, 4, 7)}
         index.set_kind(kind)
         for i, hits in flat.items():
-            assert [h.distance for h in index.search_by_id(i, k=5)] == [h.distance for h in hits]
+            assert index.search_by_id(i, k=5) == hits  # the same order on every kind (ties by id)
+            assert index.search_by_id(i, k=5, rerank=False) == built.search_by_id(i, k=5, rerank=False)
             assert {h.id for h in index.range_search(i, 4)} == {h.id for h in built.range_search(i, 4)}
         assert index.stats()["kind"] == kind and list(index.path.glob(f"cache-{kind}-*.faiss"))
 
@@ -343,7 +346,12 @@ def test_cli_index_search_remove(tmp_path, model_dir, capsys):
 
     assert cli_main(["search", "--index", str(out), "--id", "1", "--radius", str(BITS)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["rank", "dist", "id", "label", "path"] and len(table) == 9
+    # header + the 7 others: --id excludes the query itself, with --radius too
+    assert table[0].split() == ["rank", "dist", "sim", "id", "label", "path"] and len(table) == 8
+    assert all(row.split()[3] != "1" for row in table[1:])
+    assert cli_main(["search", "--index", str(out), str(query), "--rerank", "off", "--label", "field", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {r["label"] for r in result["results"]} == {"field"} and result["rerank"] is False
 
     assert cli_main(["index", "--out", str(out), "--remove", "1", "2"]) == 0
     assert "removed 2" in capsys.readouterr().out

@@ -27,11 +27,11 @@ import sys, time
 from rshash.index import Index
 
 index = Index.open(sys.argv[1])
-encode = index.encoder.codes
-def slow_codes(pixels):
+encode = index.encoder.encode
+def slow_encode(pixels):
     time.sleep(0.15)
     return encode(pixels)
-index.encoder.codes = slow_codes
+index.encoder.encode = slow_encode
 index.add_paths(sys.argv[2], batch_size=int(sys.argv[3]), progress=False)
 print("finished")
 """
@@ -107,17 +107,23 @@ def test_kill_mid_add_keeps_whole_batches_and_resumes(tmp_path, model_dir):
         assert len(index.search_by_id(1, k=N_IMAGES)) == committed - 1  # cache rebuilt from SQLite
 
         encoded = 0
-        encode = index.encoder.codes
+        encode = index.encoder.encode
 
-        def counting_codes(pixels: np.ndarray) -> np.ndarray:
+        def counting_encode(pixels: np.ndarray):
             nonlocal encoded
             encoded += len(pixels)
             return encode(pixels)
 
-        index.encoder.codes = counting_codes
+        index.encoder.encode = counting_encode
         report = index.add_paths(images, batch_size=BATCH, progress=False)
         assert (report.added, report.unchanged, report.skipped) == (N_IMAGES - committed, committed, [])
         assert encoded == N_IMAGES - committed
         assert len(index) == N_IMAGES
         paths = {index.get(i).path for i in range(1, N_IMAGES + 1)}
         assert paths == {str(p) for p in images.iterdir()}
+        # Every row's code and descriptor were committed together: both match a fresh encoding of its file,
+        # so each image comes back first when it queries the index.
+        for i in (1, committed, N_IMAGES):
+            meta = index.get(i)
+            assert len(meta.descriptor) == index.descriptor_dims
+            assert index.search(meta.path, k=1)[0].id == i

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from rshash.codes import hamming_matrix, pack_codes, unpack_codes
-from rshash.metrics import average_precision, pr_curve_by_radius, precision_at_k, recall_at_k, retrieval_report, tie_aware_ap
+from rshash.evaluation.metrics import average_precision, pr_curve_by_radius, precision_at_k, recall_at_k, tie_aware_ap
+from rshash.evaluation.protocols import RetrievalTask, evaluate
 
 
 def test_average_precision_hand_worked():
@@ -55,13 +56,24 @@ def test_tie_aware_matches_average_over_permutations():
     assert tie_aware_ap(dist, rel)[0] == pytest.approx(np.mean(aps), abs=0.01)
 
 
-def test_retrieval_report_perfect_and_exclude_self():
-    codes = pack_codes(np.array([[0] * 8, [0] * 8, [1] * 8, [1] * 8], dtype=bool))
+def test_evaluate_perfect_and_exclude_self():
+    codes = np.array([[0] * 8, [0] * 8, [1] * 8, [1] * 8], dtype=bool)
     labels = np.array([0, 0, 1, 1])
-    rep = retrieval_report(codes, labels, codes, labels, exclude_self=True, ks=(1,))
+    everyone = RetrievalTask("all", "all vs all", np.arange(4), np.arange(4), exclude_self=True, ks=(1,))
+    rep = evaluate(codes, labels, everyone, rerank=False)
     assert rep["map_all"] == 1.0 and rep["p_at_1"] == 1.0
-    swapped = retrieval_report(codes, np.array([1, 1, 0, 0]), codes, labels, ks=(1,))
-    assert swapped["map_all"] < 0.5
+    mixed = np.array([0, 1, 0, 1])  # each item's nearest (same code) is of the other class
+    assert evaluate(codes, mixed, everyone, rerank=False)["map_all"] == pytest.approx(5 / 12)  # ties by id
+
+
+def test_precision_at_k_counts_missing_ranks_as_misses():
+    rel = np.array([[True, True]])  # a database of 2 items
+    assert precision_at_k(rel, 10)[0] == pytest.approx(0.2)
+
+
+def test_pr_curve_precision_is_undefined_where_nothing_is_retrieved():
+    curve = pr_curve_by_radius(np.array([[3, 4]]), np.array([[True, False]]), bits=4)
+    assert curve["precision"][0] is None and curve["precision"][3] == 1.0
 
 
 def test_pr_curve_monotone_recall():

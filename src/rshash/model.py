@@ -1,4 +1,8 @@
-"""The full hashing model: backbone stage maps -> pooled level vectors -> hash head.
+"""The full hashing model: backbone stage maps -> pooled level vectors -> hash head + descriptor.
+
+Two outputs per image: the sigmoid hash outputs (bit = output >= 0.5), searched by
+Hamming distance, and a compact real-valued *descriptor* (PCA of the fine-tuned
+average-pooled head features, L2-normalised) that re-ranks the Hamming shortlist.
 
 Kept separate from training so that indexing and serving import only this,
 and so that one object defines what the exported ONNX encoder computes.
@@ -6,41 +10,16 @@ and so that one object defines what the exported ONNX encoder computes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
-
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .backbone import DEFAULT_CUT, DEFAULT_TAPS, StageBackbone, create_backbone
+from .backbone import StageBackbone, create_backbone
 from .hashing.head import HashHead
-from .model_dir import FORMAT_VERSION
+from .model_config import ModelConfig
 
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model (stored as config.json in a model directory)."""
-
-    bits: int = 32
-    backbone: str = "efficientnet-lite0"
-    taps: Sequence[str] = DEFAULT_TAPS
-    cut: str = DEFAULT_CUT
-    cell: str = "lstm"
-    width: int = 256
-    dropout: float = 0.2
-    class_names: list[str] = field(default_factory=list)
-    format_version: int = FORMAT_VERSION
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["taps"] = list(self.taps)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known["taps"] = tuple(known.get("taps", DEFAULT_TAPS))
-        return cls(**known)
+__all__ = ["DescriptorHead", "HashingModel", "ModelConfig", "PixelEncoder", "level_dims", "pool_map"]
 
 
 def pool_map(feature_map: torch.Tensor) -> torch.Tensor:
@@ -52,29 +31,66 @@ def level_dims(backbone: StageBackbone) -> list[int]:
     return [2 * backbone.channels[t] for t in backbone.taps]
 
 
+class DescriptorHead(nn.Module):
+    """Average-pooled last-level features ``(N, C)`` -> centred, PCA-projected, L2-normalised ``(N, dims)``.
+
+    The projection is fitted once after training (:meth:`fit`, on the training images)
+    and stored as buffers, so the exported encoder computes it.
+    """
+
+    def __init__(self, in_dim: int, dims: int):
+        super().__init__()
+        if not 0 < dims <= in_dim:
+            raise ValueError(f"descriptor dims must be in 1..{in_dim}, got {dims}")
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("proj", torch.eye(in_dim)[:, :dims].clone())
+
+    def fit(self, features: np.ndarray) -> "DescriptorHead":
+        """PCA on ``(N, C)`` features: the mean and the top principal directions."""
+        x = np.asarray(features, dtype=np.float64)
+        mean = x.mean(axis=0)
+        # Principal directions from the C x C covariance (C is ~1280; N can be large).
+        _, vecs = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+        top = vecs[:, ::-1][:, : self.proj.shape[1]]
+        top *= np.where(top.sum(axis=0) < 0, -1.0, 1.0)  # deterministic signs
+        self.mean.copy_(torch.from_numpy(mean).float())
+        self.proj.copy_(torch.from_numpy(np.ascontiguousarray(top)).float())
+        return self
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize((features - self.mean) @ self.proj, dim=1)
+
+
 class HashingModel(nn.Module):
-    """Image (float RGB in [0,1], NCHW) -> sigmoid hash outputs ``(N, bits)``."""
+    """Image (float RGB in [0,1], NCHW) -> sigmoid hash outputs ``(N, bits)`` and descriptors ``(N, dims)``."""
 
     def __init__(self, config: ModelConfig, pretrained: bool = True, backbone: StageBackbone | None = None):
         super().__init__()
         self.config = config
         self.backbone = backbone or create_backbone(config.backbone, pretrained, config.taps, config.cut)
-        self.head = HashHead(level_dims(self.backbone), config.bits, config.width, config.cell, config.dropout)
+        dims = level_dims(self.backbone)
+        self.head = HashHead(dims, config.bits, config.width, config.cell, config.dropout)
+        self.descriptor = DescriptorHead(dims[-1] // 2, config.descriptor_dims)
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [pool_map(m) for m in self.backbone(x)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(self.levels(x)))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        levels = self.levels(x)
+        last = levels[-1]
+        return torch.sigmoid(self.head(levels)), self.descriptor(last[:, : last.shape[1] // 2])
 
 
 class PixelEncoder(nn.Module):
-    """What the ONNX encoder computes: ``uint8 (N, H, W, 3)`` pixels -> sigmoid outputs."""
+    """What the ONNX encoder computes: ``uint8 (N, H, W, 3)`` pixels -> (sigmoid outputs, descriptors)."""
+
+    #: Names of the ONNX graph's outputs, in order.
+    OUTPUTS = ("output", "descriptor")
 
     def __init__(self, model: HashingModel):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pixels.permute(0, 3, 1, 2).float() / 255.0
         return self.model(x)

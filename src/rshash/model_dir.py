@@ -1,39 +1,62 @@
-"""A trained model on disk: one directory, written atomically.
+"""A trained model on disk: one directory, replaced atomically.
 
 Layout::
 
     MODEL_DIR/
-      config.json    ModelConfig + fingerprint + format_version
+      config.json    ModelConfig (rshash.model_config) with input_size, fingerprint and format_version
       weights.pt     state dict of the HashingModel
-      encoder.onnx   uint8 pixels (N, S, S, 3) -> sigmoid outputs (N, bits)
+      encoder.onnx   uint8 pixels (N, S, S, 3) -> sigmoid outputs (N, bits), descriptors (N, dims)
       split.json     the split the model was trained on (reusable with --split)
       metrics.json   training metrics (losses, validation scores, timings)
 
-The fingerprint (hash of the weights) ties indexes to the model that made their
-codes: an index refuses to open with another model.
+``MODEL_DIR`` is a symlink to a versioned sibling (``.MODEL_DIR.vN``), so a retrain
+replaces the whole directory in one atomic step and a crash never leaves no model
+(:func:`rshash.io_utils.versioned_directory`).
+
+The fingerprint is a hash of what makes the codes: the bytes of ``encoder.onnx``
+and the config. It ties indexes to the model that made their codes (an index refuses
+to open with another model), a retrain that produces the same encoder gets the
+same fingerprint, and a swapped or damaged ``encoder.onnx`` is refused when loaded
+(:func:`verify_encoder`).
+
+Torch is imported only by :func:`save_model_dir` and :func:`load_model`, so reading
+and verifying a model (search, serving) stays light.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from typing import TYPE_CHECKING
-
-from .io_utils import atomic_directory
+from .io_utils import versioned_directory
+from .model_config import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    ModelConfig,
+    ModelDirError,
+    ModelNotFoundError,
+    read_config,
+)
 
 if TYPE_CHECKING:  # torch is imported only where a model is built: search and serving stay light
     from .model import HashingModel
 
-#: Version of the model directory layout; bump on incompatible change.
-FORMAT_VERSION = 1
-
-
-class ModelDirError(ValueError):
-    """The directory is not a usable rshash model."""
+__all__ = [
+    "FORMAT_VERSION",
+    "ModelDirError",
+    "ModelNotFoundError",
+    "content_fingerprint",
+    "load_model",
+    "read_config",
+    "resolve_model_dir",
+    "save_model_dir",
+    "verify_encoder",
+]
 
 
 def save_model_dir(
@@ -42,47 +65,62 @@ def save_model_dir(
     metrics: dict[str, Any] | None = None,
     split_file: str | Path | None = None,
 ) -> str:
-    """Write the whole model directory atomically; return the fingerprint."""
+    """Write the whole model directory, replacing any previous one atomically; return the fingerprint."""
     import torch
 
     from .model import PixelEncoder
     from .onnx_export import export_onnx
 
     model = model.eval()
-    with atomic_directory(out_dir) as tmp:
+    size = model.backbone.input_size
+    config = replace(model.config, input_size=size, fingerprint=None)
+    with versioned_directory(out_dir) as tmp:
         torch.save(model.state_dict(), tmp / "weights.pt")
-        fingerprint = hashlib.sha256((tmp / "weights.pt").read_bytes()).hexdigest()[:16]
-        size = model.backbone.input_size
-        export_onnx(PixelEncoder(model), torch.zeros(1, size, size, 3, dtype=torch.uint8), tmp / "encoder.onnx")
-        config = model.config.to_dict() | {"fingerprint": fingerprint, "input_size": size}
-        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        onnx = export_onnx(PixelEncoder(model), torch.zeros(1, size, size, 3, dtype=torch.uint8), tmp / "encoder.onnx",
+                           outputs=PixelEncoder.OUTPUTS)
+        config = replace(config, fingerprint=content_fingerprint(onnx, config))
+        (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=1))
         (tmp / "metrics.json").write_text(json.dumps(metrics or {}, indent=1))
         if split_file is not None:
             shutil.copyfile(split_file, tmp / "split.json")
-    return fingerprint
+    assert config.fingerprint is not None
+    return config.fingerprint
 
 
-def read_config(model_dir: str | Path) -> dict[str, Any]:
-    """Config of a model directory, with a clear error for anything unusable."""
-    path = Path(model_dir) / "config.json"
+def content_fingerprint(onnx: bytes, config: ModelConfig) -> str:
+    """Hash of the encoder's bytes and the config (without its fingerprint field)."""
+    h = hashlib.sha256(onnx)
+    h.update(json.dumps(config.to_dict(fingerprint=False), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def resolve_model_dir(model_dir: str | Path) -> Path:
+    """The version of ``model_dir`` it shows now: read several files from it and they belong together
+    even if the directory is replaced meanwhile."""
+    return Path(os.path.realpath(model_dir))
+
+
+def verify_encoder(model_dir: str | Path, config: ModelConfig) -> bytes:
+    """The bytes of ``encoder.onnx``, after checking them against the config's fingerprint."""
+    path = Path(model_dir) / "encoder.onnx"
     if not path.is_file():
-        raise ModelDirError(f"not an rshash model directory (no config.json): {model_dir}")
-    config = json.loads(path.read_text())
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
+        raise ModelDirError(f"model directory has no encoder.onnx: {model_dir}")
+    onnx = path.read_bytes()
+    if content_fingerprint(onnx, config) != config.fingerprint:
         raise ModelDirError(
-            f"model format version {version} is not supported by this rshash (expects {FORMAT_VERSION}): {model_dir}"
+            f"{path} or its config.json was changed after training (fingerprint mismatch): the model is damaged "
+            "or its files were swapped; train again or restore the directory"
         )
-    return config
+    return onnx
 
 
 def load_model(model_dir: str | Path) -> HashingModel:
     """Rebuild the PyTorch model (for fine-tuning or evaluation in torch)."""
     import torch
 
-    from .model import HashingModel, ModelConfig
+    from .model import HashingModel
 
-    config = read_config(model_dir)
-    model = HashingModel(ModelConfig.from_dict(config), pretrained=False)
-    model.load_state_dict(torch.load(Path(model_dir) / "weights.pt", map_location="cpu", weights_only=True))
+    root = resolve_model_dir(model_dir)
+    model = HashingModel(read_config(root), pretrained=False)
+    model.load_state_dict(torch.load(root / "weights.pt", map_location="cpu", weights_only=True))
     return model.eval()

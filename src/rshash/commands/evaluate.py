@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data.datasets import ImageRecord, SkipReport, class_names, load_records, resolve_data_dir
 from ..data.splits import load_split
-from ..evaluation.protocols import METRIC_NOTES, RetrievalTask, all_vs_all, protocol_a
+from ..evaluation.protocols import METRIC_NOTES, RetrievalTask, all_vs_all, evaluate, protocol_a
 from ..evaluation.ranking import report_from_relevance
 
 log = logging.getLogger("rshash.evaluate")
@@ -45,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
     m, task = result["metrics"], result["task"]
     print(f"protocol {result['protocol']}: {task['queries']} queries, {task['database']} database images, "
           f"{result['bits']} bits")
-    print(f"mAP@all {m['map_all']:.4f}  mAP@20 {m['map_at_20']:.4f}  P@10 {m['p_at_10']:.4f}")
+    h = result["metrics_hamming_only"]
+    print(f"re-ranked:    mAP@all {m['map_all']:.4f}  mAP@20 {m['map_at_20']:.4f}  P@10 {m['p_at_10']:.4f}")
+    print(f"Hamming only: mAP@all {h['map_all']:.4f}  mAP@20 {h['map_at_20']:.4f}  P@10 {h['p_at_10']:.4f}")
+    if "metrics_multilabel" in result:
+        ml = result["metrics_multilabel"]
+        print(f"multi-label relevance (a shared label): mAP@all {ml['map_all']:.4f}  P@10 {ml['p_at_10']:.4f}")
     print(f"report: {result['report']}")
     return 0
 
@@ -54,15 +59,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def encode_records(encoder, records: Sequence[ImageRecord], report: SkipReport, batch_size: int = 32,
-                   progress: bool = True) -> tuple[np.ndarray, list[int]]:
-    """``(N_ok, bits)`` bool codes and the indices of the records that decoded."""
-    kept, chunks = [], []
-    for idx, codes in encoder.iter_paths([r.path for r in records], batch_size, report, progress):
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """``(N_ok, bits)`` bool codes, ``(N_ok, dims)`` descriptors and the indices of the records that decoded."""
+    kept, codes, descriptors = [], [], []
+    for idx, encoded in encoder.iter_paths([r.path for r in records], batch_size, report, progress):
         kept.extend(idx)
-        chunks.append(codes)
+        codes.append(encoded.codes)
+        descriptors.append(encoded.descriptors)
     if not kept:
         raise ValueError("no readable images to evaluate")
-    return np.concatenate(chunks), kept
+    return np.concatenate(codes), np.concatenate(descriptors), kept
+
+
+def multi_hot(records: Sequence[ImageRecord]) -> tuple[np.ndarray, list[str]] | None:
+    """``(N, L)`` bool label sets when some record has several labels (a multi-label manifest), else None."""
+    if not any(len(r.label_set) > 1 for r in records):
+        return None
+    names = sorted({x for r in records for x in r.label_set})
+    out = np.zeros((len(records), len(names)), dtype=bool)
+    for i, r in enumerate(records):
+        out[i, [names.index(x) for x in r.label_set]] = True
+    return out, names
 
 
 def _norm(path: str) -> str:
@@ -132,23 +149,32 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
     if not records:
         raise ValueError(f"evaluation needs class labels (class sub-folders or a labelled manifest): {data_dir}")
     skipped = SkipReport()
-    codes, kept = encode_records(encoder, records, skipped, batch_size, progress)
+    codes, descriptors, kept = encode_records(encoder, records, skipped, batch_size, progress)
     records = [records[i] for i in kept]
     names = class_names(records)
     labels = np.array([names.index(r.label) for r in records])
     task, used = choose_task(protocol, model_dir, records, max_queries)
-    analysis = analyse(codes, labels, names, task)
+    analysis = analyse(codes, labels, names, task, descriptors)
     result = {
         "model": str(model_dir), "fingerprint": encoder.fingerprint, "bits": encoder.bits, "data": str(data_dir),
         "protocol": used, "task": task.summary(), "metrics": report_from_relevance(analysis.rel, task.ks),
-        "metric_notes": METRIC_NOTES, "ranking": "Hamming distance, ties broken by database order",
+        "metrics_hamming_only": evaluate(codes, labels, task, rerank=False),
+        "metric_notes": METRIC_NOTES,
+        "ranking": "two-stage as the index: Hamming shortlist, re-ranked by the stored descriptors, ties by id "
+                   "(metrics_hamming_only: Hamming distance, ties by database order)",
         "per_class_ap": analysis.per_class_ap, "pr_curve": analysis.pr_curve,
         "images": len(records), "skipped": skipped.skipped, "report": str(out_dir / "index.html"),
     }
+    multi = multi_hot(records)
+    if multi is not None:  # relevance = at least one shared label, beside the single-label numbers
+        result["metrics_multilabel"] = evaluate(codes, multi[0], task, descriptors)
+        result["metrics_multilabel_hamming_only"] = evaluate(codes, multi[0], task, rerank=False)
+        result["multilabel_labels"] = multi[1]
     inputs = ReportInputs(
         f"rshash evaluation: {model_dir.name} on {data_dir.name}", codes, labels, names, task, result["metrics"],
         [r.path for r in records], {"model": f"{model_dir} (fingerprint {encoder.fingerprint})",
                                     "data": f"{data_dir} ({len(records)} images, {len(names)} classes)"},
+        descriptors=descriptors,
     )
     write_report(out_dir, inputs, analysis, result)
     log.info("evaluation report written to %s", out_dir / "index.html")

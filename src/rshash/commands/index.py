@@ -1,4 +1,5 @@
-"""``rshash index``: encode an image folder or manifest into a searchable index, or remove images from one."""
+"""``rshash index``: encode an image folder, a manifest or georeferenced rasters into a searchable index, or
+remove items from one."""
 
 from __future__ import annotations
 
@@ -29,13 +30,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="INDEX_DIR", help="index directory")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--images", type=Path, metavar="DIR_OR_MANIFEST", help="folder of images or CSV manifest")
+    action.add_argument("--rasters", type=Path, nargs="+", metavar="FILE_OR_FOLDER",
+                        help="georeferenced rasters (GeoTIFF / COG; folders searched recursively), tiled into chips")
     action.add_argument("--remove", type=int, nargs="+", metavar="ID", help="remove these image ids")
     parser.add_argument("--model", type=Path, metavar="MODEL_DIR", help="model directory (required for a new index)")
     parser.add_argument(
         "--kind", choices=KIND_CHOICES, help="search structure: flat (exact, default), multihash or ivf (sub-linear)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images encoded and committed together")
+    rasters = parser.add_argument_group("rasters (with --rasters)")
+    rasters.add_argument("--tile", type=int, default=256,
+                         help="chip size in pixels at the target ground resolution (default 256)")
+    rasters.add_argument("--gsd", type=_gsd, default="auto", metavar="auto|METRES|native",
+                         help="target ground resolution: auto (the model's, 0.3 m for UCMD; default), metres, or "
+                         "native (the raster's own pixels)")
+    rasters.add_argument("--overlap", type=float, default=0.5, help="overlap of neighbouring chips, 0..<1 (default 0.5)")
+    rasters.add_argument("--bands", type=_bands, metavar="R,G,B",
+                         help="1-based bands read as red, green, blue (default: by colour interpretation, else 1,2,3)")
+    rasters.add_argument("--max-nodata", type=float, default=0.5,
+                         help="skip chips with a larger fraction of nodata pixels (default 0.5)")
+    rasters.add_argument("--max-chips", type=int, metavar="N", help="stop after N new chips (a partial run; resumable)")
     parser.set_defaults(func=run)
+
+
+def _gsd(text: str) -> str | float:
+    if text in ("auto", "native"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, native or metres, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"ground resolution must be > 0 metres, got {text!r}")
+    return value
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        bands = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 1-based band numbers like 1,2,3, got {text!r}") from None
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"give 3 bands (R,G,B) or 1 (grey), 1-based, got {text!r}")
+    return bands
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if args.remove:
         with Index.open(args.out, args.model) as index:
             return _remove(index, args.remove)
+    if args.rasters:
+        return _add_rasters(args)
     with Index.open_or_create(args.out, args.model, args.kind) as index:
         report = index.add_paths(args.images, batch_size=args.batch_size)
         stats = index.stats()
@@ -53,6 +92,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.out}: {stats['images']} images, {stats['bits']}-bit codes, kind {stats['kind']}")
     if report.skipped:
         print(f"unreadable files and reasons: {report_path}")
+    return 0
+
+
+def _add_rasters(args: argparse.Namespace) -> int:
+    from ..index import Index
+
+    with Index.open_or_create(args.out, args.model, args.kind) as index:
+        report = index.add_rasters(args.rasters, tile=args.tile, gsd=args.gsd, overlap=args.overlap, bands=args.bands,
+                                   max_nodata=args.max_nodata, batch_size=args.batch_size, max_chips=args.max_chips)
+        stats = index.stats()
+    report_path = args.out / REPORT_NAME
+    atomic_write_text(report_path, json.dumps({"rasters": [str(p) for p in args.rasters], **report.to_dict()}, indent=1))
+    print(report.summary())
+    for r in report.rasters:
+        print(f"  {Path(r['path']).name}: {r['added']} added of {r['chips_planned']} planned"
+              + (f", skipped {r['skipped']}" if r["skipped"] else ""))
+    print(f"{args.out}: {stats['images']} items, {stats['bits']}-bit codes, kind {stats['kind']}")
+    if report.skipped:
+        print(f"unreadable rasters and reasons: {report_path}")
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..data.datasets import load_records, resolve_data_dir
 from ..data.splits import load_split
+from ..model_config import ModelDirError, read_config
 
 log = logging.getLogger("rshash.run")
 
@@ -30,8 +31,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _train_if_needed(args: argparse.Namespace, data_dir: Path, model_dir: Path) -> None:
     if model_dir.joinpath("config.json").is_file() and not args.retrain:
-        log.info("using the existing model in %s (--retrain to train again)", model_dir)
-        return
+        try:
+            read_config(model_dir)
+            log.info("using the existing model in %s (--retrain to train again)", model_dir)
+            return
+        except ModelDirError as exc:
+            log.warning("training again: %s", exc)
     from ..training.finetune import FinetuneConfig
     from ..training.hashing import HashTrainConfig
     from ..training.pipeline import TrainOptions, train
@@ -40,6 +45,21 @@ def _train_if_needed(args: argparse.Namespace, data_dir: Path, model_dir: Path) 
                            hash_config=HashTrainConfig(bits=args.bits, seed=args.seed))
     metrics = train(load_records(data_dir), model_dir, options)
     log.info("trained: %s", json.dumps(metrics.get("test_retrieval", {})))
+
+
+def _drop_index_of_another_model(index_dir: Path, model_dir: Path) -> None:
+    """The main job's index is derived from its data: after a retrain that changed the encoder, rebuild it."""
+    import shutil
+
+    from ..index import Index, IndexFormatError, ModelMismatchError
+
+    if not (index_dir / "meta.sqlite").is_file():
+        return
+    try:
+        Index.open(index_dir, model_dir).close()
+    except (ModelMismatchError, IndexFormatError) as exc:
+        log.warning("rebuilding %s with %s: %s", index_dir, model_dir, exc)
+        shutil.rmtree(index_dir)
 
 
 def _example_searches(index, model_dir: Path, n: int) -> list[dict]:
@@ -52,7 +72,8 @@ def _example_searches(index, model_dir: Path, n: int) -> list[dict]:
         examples.append({"query": path, "results": [h.__dict__ for h in hits]})
         print(f"\nquery {path}")
         for h in hits[:5]:
-            print(f"  {h.rank:2d}  d={h.distance:2d}  {h.label or '-':>18}  {h.path}")
+            sim = "-" if h.similarity is None else f"{h.similarity:.3f}"
+            print(f"  {h.rank:2d}  d={h.distance:2d}  sim={sim}  {h.label or '-':>18}  {h.path}")
     return examples
 
 
@@ -64,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     model_dir, index_dir = out / "model", out / "index"
     _train_if_needed(args, data_dir, model_dir)
+    _drop_index_of_another_model(index_dir, model_dir)
     index = Index.open_or_create(index_dir, model_dir)
     report = index.add_paths(load_records(data_dir))
     log.info("index: %s", report.summary())

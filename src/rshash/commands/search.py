@@ -1,4 +1,4 @@
-"""``rshash search``: the nearest images in an index to a query image or an indexed id."""
+"""``rshash search``: the best images in an index for a query image or an indexed id (two-stage ranking)."""
 
 from __future__ import annotations
 
@@ -11,44 +11,123 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "search",
-        help="find the images nearest to a query image (or indexed id) by Hamming distance",
+        help="find the images most like a query image (or indexed id): Hamming shortlist, then descriptor re-rank",
     )
     parser.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR")
-    parser.add_argument("query", nargs="?", type=Path, metavar="QUERY_IMAGE", help="query image file")
-    parser.add_argument("--id", type=int, help="query by an image already in the index (itself excluded)")
+    parser.add_argument("query", nargs="*", type=Path, metavar="QUERY_IMAGE",
+                        help="query image file (several: positive examples combined into one query)")
+    parser.add_argument("--id", type=int, action="append",
+                        help="query by an item already in the index (itself excluded; repeatable: examples combined)")
+    place = parser.add_argument_group("places (indexes of raster chips)")
+    place.add_argument("--lonlat", metavar="LON,LAT",
+                       help="query by the indexed chip containing this point (longitude first; with a negative "
+                       "longitude write --lonlat=-116.4,33.0, as for --box and --aoi)")
+    place.add_argument("--box", metavar="LONMIN,LATMIN,LONMAX,LATMAX",
+                       help="query by this box of a raster, read and encoded now")
+    place.add_argument("--raster", metavar="PATH", help="with --lonlat / --box: the raster to read (path, name or id)")
+    place.add_argument("--aoi", metavar="LONMIN,LATMIN,LONMAX,LATMAX", help="only results inside this area of interest")
+    place.add_argument("--max-overlap", type=float, default=None,
+                       help="suppress a hit overlapping a better one by more than this fraction (default 0.3)")
+    place.add_argument("--geojson", type=Path, metavar="FILE", help="write the results as a GeoJSON FeatureCollection")
+    place.add_argument("--csv", type=Path, metavar="FILE", help="write the results as CSV (lon, lat, then the fields)")
     parser.add_argument("--k", type=int, help="number of results (default 20; with --radius: no limit)")
     parser.add_argument("--radius", type=int, help="every image within this Hamming distance instead of the k nearest")
+    parser.add_argument("--rerank", choices=("on", "off"), default="on",
+                        help="on (default): re-rank the Hamming shortlist by the stored descriptors; off: Hamming order")
+    parser.add_argument("--label", action="append", metavar="LABEL",
+                        help="only images with this label (repeatable; '(unlabelled)' for images without one)")
     parser.add_argument("--model", type=Path, metavar="MODEL_DIR", help="model directory if the recorded one moved")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
 
 
+def _is_geo(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.lonlat, args.box, args.aoi, args.geojson, args.csv, args.max_overlap))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..index import Index
 
-    if (args.query is None) == (args.id is None):
-        raise ValueError("give either a QUERY_IMAGE or --id N")
+    kinds = sum(x is not None for x in (args.lonlat, args.box)) + bool(args.query or args.id)
+    if kinds != 1:
+        raise ValueError("give one query: QUERY_IMAGE..., --id N (repeatable), --lonlat LON,LAT or --box ...")
     if args.k is not None and args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
-    query = args.id if args.id is not None else args.query
+    if args.raster is not None and args.lonlat is None and args.box is None:
+        raise ValueError("--raster goes with --lonlat or --box")
+    if _is_geo(args):
+        return _run_geo(args)
+    examples = list(args.id or []) + list(args.query)
+    query = examples[0] if len(examples) == 1 else examples
+    labels = None if args.label is None else [None if x == "(unlabelled)" else x for x in args.label]
+    k = args.k if args.radius is not None else (args.k or 20)
     with Index.open(args.index, args.model) as index:
-        if args.radius is not None:
-            hits = index.range_search(query, args.radius)[: args.k]
-        else:
-            hits = index.search(query, args.k or 20)
+        hits = index.search(query, k, radius=args.radius, rerank=args.rerank == "on", labels=labels)
     if args.json:
-        described = {"id": args.id} if args.id is not None else {"image": str(args.query)}
-        out = {"index": str(args.index), "query": described, "k": args.k, "radius": args.radius}
+        described = {"id": args.id[0] if len(args.id) == 1 else args.id} if args.id else {}
+        if args.query:
+            described["image"] = str(args.query[0]) if len(args.query) == 1 else [str(q) for q in args.query]
+        out = {"index": str(args.index), "query": described, "k": args.k, "radius": args.radius,
+               "rerank": args.rerank == "on", "labels": args.label}
         print(json.dumps(out | {"results": [asdict(h) for h in hits]}, indent=1))
     else:
         print(_table(hits))
     return 0
 
 
+def _run_geo(args: argparse.Namespace) -> int:
+    """Places: a point, a box, ids or images; GeoJSON / CSV export."""
+    from .. import geo
+    from ..index import Index
+    from ..index.geo_search import MAX_OVERLAP, parse_box, parse_lonlat
+
+    labels = None if args.label is None else [None if x == "(unlabelled)" else x for x in args.label]
+    k = args.k if args.radius is not None else (args.k or 20)
+    options = {"radius": args.radius, "rerank": args.rerank == "on", "labels": labels,
+               "aoi": None if args.aoi is None else parse_box(args.aoi),
+               "max_overlap": MAX_OVERLAP if args.max_overlap is None else args.max_overlap}
+    with Index.open(args.index, args.model) as index:
+        if args.lonlat is not None:
+            query = index.geo.point_query(*parse_lonlat(args.lonlat), raster=args.raster)
+        elif args.box is not None:
+            query = index.geo.box_query(parse_box(args.box), raster=args.raster)
+        else:
+            query = index.geo.examples_query(list(args.id or []) + [str(q) for q in args.query])
+        hits = index.geo.search(query, k, **options)
+    if args.geojson is not None:
+        geo.write_geojson(args.geojson, hits)
+    if args.csv is not None:
+        geo.write_csv(args.csv, hits)
+    if args.json:
+        out = {"index": str(args.index), "query": query.described, "k": args.k, "radius": args.radius,
+               "aoi": options["aoi"], "rerank": args.rerank == "on"}
+        print(json.dumps(out | {"results": [h.to_dict() for h in hits]}, indent=1))
+    else:
+        print(_geo_table(hits))
+    for path in (args.geojson, args.csv):
+        if path is not None:
+            print(f"wrote {len(hits)} results to {path}")
+    return 0
+
+
+def _geo_table(hits: list) -> str:
+    """Fixed-width columns: rank, distance, similarity, id, lon, lat, raster window, raster name."""
+    rows = [("rank", "dist", "sim", "id", "lon", "lat", "window", "raster")]
+    for h in hits:
+        rows.append((str(h.rank), str(h.distance), "-" if h.similarity is None else f"{h.similarity:.3f}", str(h.id),
+                     "-" if h.lon is None else f"{h.lon:.6f}", "-" if h.lat is None else f"{h.lat:.6f}",
+                     "-" if h.window is None else ",".join(map(str, h.window)),
+                     Path(h.raster).name if h.raster else h.path))
+    widths = [max(len(r[i]) for r in rows) for i in range(7)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:7], widths)) + "  " + r[7] for r in rows]
+    return "\n".join(lines) if hits else "no results"
+
+
 def _table(hits: list) -> str:
-    """Fixed-width columns: rank, Hamming distance, id, label, path."""
-    rows = [("rank", "dist", "id", "label", "path")]
-    rows += [(str(h.rank), str(h.distance), str(h.id), h.label or "-", h.path) for h in hits]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+    """Fixed-width columns: rank, Hamming distance, descriptor similarity, id, label, path."""
+    rows = [("rank", "dist", "sim", "id", "label", "path")]
+    rows += [(str(h.rank), str(h.distance), "-" if h.similarity is None else f"{h.similarity:.3f}", str(h.id),
+              h.label or "-", h.path) for h in hits]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
     return "\n".join(lines) if hits else "no results"

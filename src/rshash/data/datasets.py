@@ -26,11 +26,17 @@ DEFAULT_DATA_CANDIDATES = ("../shared/data/UCMerced_LandUse",)
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image of a dataset: where it is and, if known, its class and split."""
+    """One image of a dataset: where it is and, if known, its class, split and (multi-label data) all its labels."""
 
     path: str
     label: str | None = None
     split: str | None = None
+    labels: tuple[str, ...] = ()  # every label of a multi-label manifest (``label`` is the first)
+
+    @property
+    def label_set(self) -> tuple[str, ...]:
+        """All labels of the image: ``labels`` if given, else ``(label,)``, else empty."""
+        return self.labels or ((self.label,) if self.label is not None else ())
 
 
 class DatasetError(ValueError):
@@ -82,23 +88,34 @@ def scan_folder(root: str | Path) -> list[ImageRecord]:
 
 
 def read_manifest(path: str | Path) -> list[ImageRecord]:
-    """Records from a CSV ``path,label[,split]`` (header optional; paths relative to the CSV)."""
+    """Records from a CSV manifest (paths relative to the CSV).
+
+    Without a header the columns are ``path,label[,split]``. With a header (first cell
+    ``path``) the columns are named: ``path`` and any of ``label``, ``labels`` (several
+    labels separated by ``;``: an item is relevant to a query when they share one) and ``split``.
+    """
     path = Path(path)
     records: list[ImageRecord] = []
+    columns = ["path", "label", "split"]
     with path.open(newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or row[0].startswith("#"):
                 continue
             if lineno == 1 and row[0].strip().lower() == "path":
+                columns = [c.strip().lower() for c in row]
+                unknown = set(columns) - {"path", "label", "labels", "split"}
+                if unknown or len(set(columns)) != len(columns):
+                    raise DatasetError(f"{path}:1: columns must be path and any of label, labels, split; got {row}")
                 continue
-            if len(row) < 1 or len(row) > 3:
-                raise DatasetError(f"{path}:{lineno}: expected path,label[,split], got {row}")
-            img = Path(row[0].strip())
+            if len(row) < 1 or len(row) > len(columns):
+                raise DatasetError(f"{path}:{lineno}: expected {','.join(columns)}, got {row}")
+            cells = {name: (value.strip() or None) for name, value in zip(columns, row)}
+            img = Path(cells["path"] or "")
             if not img.is_absolute():
                 img = path.parent / img
-            label = row[1].strip() or None if len(row) > 1 else None
-            split = row[2].strip() or None if len(row) > 2 else None
-            records.append(ImageRecord(str(img), label, split))
+            labels = tuple(x.strip() for x in (cells.get("labels") or "").split(";") if x.strip())
+            label = cells.get("label") or (labels[0] if labels else None)
+            records.append(ImageRecord(str(img), label, cells.get("split"), labels))
     if not records:
         raise DatasetError(f"manifest has no rows: {path}")
     return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -43,7 +44,7 @@ def apply_split(records: Sequence[ImageRecord], assignment: Mapping[str, str]) -
     missing = [r.path for r in records if r.path not in assignment]
     if missing:
         raise ValueError(f"{len(missing)} image(s) are not in the split file, e.g. {missing[0]}")
-    return [ImageRecord(r.path, r.label, assignment[r.path]) for r in records]
+    return [replace(r, split=assignment[r.path]) for r in records]
 
 
 def save_split(path: str | Path, assignment: Mapping[str, str], seed: int, fractions: Mapping[str, float]) -> None:

@@ -23,7 +23,8 @@ import numpy as np
 from ..codes import hamming_matrix, pack_codes
 from ..data.datasets import ImageRecord
 from ..data.splits import stratified_split
-from .ranking import ranking_report
+from .metrics import relevance_matrix, report_from_relevance
+from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, cosine_similarity, quantize_descriptors, two_stage_order
 
 #: How each metric key is normalised (stated next to every reported number).
 METRIC_NOTES = {
@@ -123,6 +124,24 @@ def unseen_assignment(
     return assignment | {r.path: "test" for r in records if r.label in unseen_set}
 
 
+def validation_unseen_assignment(
+    records: Sequence[ImageRecord], test_unseen: Sequence[str], count: int = 4, seed: int = 0, val_fraction: float = 0.1
+) -> tuple[dict[str, str], list[str]]:
+    """The fold that selects defaults for generalisation without touching the test-unseen classes.
+
+    From the seen classes (all but ``test_unseen``), ``count`` seeded classes become *validation-unseen*
+    ("test" in the returned assignment); the other seen classes are split train/val as in
+    :func:`unseen_assignment`; the test-unseen classes are marked "unused" and take no part at all.
+    Returns the assignment and the validation-unseen classes.
+    """
+    test_set = set(test_unseen)
+    seen_names = sorted({r.label for r in records if r.label not in test_set})
+    val_unseen = unseen_classes(seen_names, count, seed)
+    seen = [r for r in records if r.label not in test_set]
+    assignment = unseen_assignment(seen, val_unseen, seed, val_fraction)
+    return assignment | {r.path: "unused" for r in records if r.label in test_set}, val_unseen
+
+
 def unseen_task(
     labels: np.ndarray, unseen_ids: Sequence[int], seed: int, query_fraction: float = 0.2,
     train: np.ndarray | None = None,
@@ -139,8 +158,64 @@ def unseen_task(
     )
 
 
-def evaluate_codes(codes: np.ndarray, labels: np.ndarray, task: RetrievalTask) -> dict[str, float]:
-    """The task's metrics for ``(N, bits)`` bool codes ranked by Hamming distance."""
+def unseen_all_task(labels: np.ndarray, unseen_ids: Sequence[int], seed: int, query_fraction: float = 0.2) -> RetrievalTask:
+    """Unseen@all: the unseen classes' queries against their database images plus *every* seen-class image.
+
+    With one code per seen class, unseen queries whose codes collide with a seen
+    class's code rank that whole class first: this protocol shows it, unseen@unseen hides it.
+    """
+    base = unseen_task(labels, unseen_ids, seed, query_fraction)
+    seen = np.flatnonzero(~np.isin(labels, list(unseen_ids)))
+    return RetrievalTask(
+        "unseen_all", f"{base.description}; the database also holds all {len(seen)} seen-class images",
+        base.queries, np.sort(np.concatenate([base.database, seen])),
+    )
+
+
+def ranked_positions(
+    codes: np.ndarray, task: RetrievalTask, descriptors: np.ndarray | None = None, *, rerank: bool = True,
+    shortlist: int = DEFAULT_SHORTLIST, weight: float = DEFAULT_WEIGHT,
+) -> np.ndarray:
+    """``(Q, N')`` positions into ``task.database`` in the order the index returns them.
+
+    The same two-stage order as :meth:`rshash.index.Index.search` (Hamming shortlist,
+    descriptor re-rank, ties by database position = id); ``descriptors=None`` or
+    ``rerank=False``: Hamming order. Excluded pairs (a query itself) are dropped.
+    """
     packed = pack_codes(codes)
-    dist = hamming_matrix(packed[task.queries], packed[task.database])
-    return ranking_report(dist, labels[task.queries], labels[task.database], task.exclude_self_mask(), task.ks)
+    bits = codes.shape[1]
+    ham = hamming_matrix(packed[task.queries], packed[task.database]).astype(np.int64)
+    sim = None
+    if rerank and descriptors is not None:
+        q8 = quantize_descriptors(descriptors[task.queries])
+        sim = cosine_similarity(q8, quantize_descriptors(descriptors[task.database]))
+    mask = task.exclude_self_mask()
+    drop = 0
+    if mask is not None and mask.any():
+        per_query = mask.sum(axis=1)
+        if (per_query != per_query[0]).any():
+            raise ValueError("every query must exclude the same number of database items")
+        drop = int(per_query[0])
+        ham[mask] = bits + 1  # after every real item, in either order
+        if sim is not None:
+            sim[mask] = -1.0
+    order = two_stage_order(ham, np.arange(len(task.database)), bits, sim, rerank=rerank, shortlist=shortlist,
+                            weight=weight)
+    return order[:, : order.shape[1] - drop]
+
+
+def evaluate(
+    codes: np.ndarray, labels: np.ndarray, task: RetrievalTask, descriptors: np.ndarray | None = None, *,
+    rerank: bool = True, shortlist: int = DEFAULT_SHORTLIST, weight: float = DEFAULT_WEIGHT,
+) -> dict[str, float]:
+    """The task's metrics for ``(N, bits)`` bool codes (and descriptors) ranked as the index ranks.
+
+    ``labels``: ``(N,)`` class ids, or ``(N, L)`` bool multi-hot rows for multi-label relevance.
+    """
+    order = ranked_positions(codes, task, descriptors, rerank=rerank, shortlist=shortlist, weight=weight)
+    return report_from_relevance(relevance_matrix(labels[task.queries], labels[task.database], order), task.ks)
+
+
+def evaluate_codes(codes: np.ndarray, labels: np.ndarray, task: RetrievalTask) -> dict[str, float]:
+    """Hamming-only metrics (ties by database order): :func:`evaluate` without re-rank."""
+    return evaluate(codes, labels, task, rerank=False)

@@ -1,8 +1,7 @@
 """Retrieval metrics from any distance matrix (Hamming, cosine, ...), with self-matches excluded per pair.
 
-:func:`rshash.metrics.retrieval_report` takes packed codes and a square
-"queries are the database" case; real-valued baselines and query subsets of a
-database need the same numbers from a distance matrix, so this module ranks any
+Binary codes are ranked by :func:`rshash.evaluation.protocols.ranked_positions` (the index's
+two-stage order); real-valued baselines (cosine k-NN) need the same numbers from a distance matrix, so this module ranks any
 ``(Q, N)`` distances with the same conventions (stable sort: ties by database
 order; relevance = same label) and the same metric functions.
 """
@@ -11,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import rank_by_distance, relevance_matrix, report_from_relevance
+from .metrics import rank_by_distance, relevance_matrix, report_from_relevance
 
 
 def ranked_relevance(

@@ -23,9 +23,8 @@ from PIL import Image
 from ..codes import hamming_matrix, pack_codes
 from ..data.images import UnreadableImage, load_rgb
 from ..io_utils import atomic_directory
-from ..metrics import average_precision, pr_curve_by_radius
-from .protocols import METRIC_NOTES, RetrievalTask
-from .ranking import ranked_relevance
+from .metrics import average_precision, pr_curve_by_radius, relevance_matrix
+from .protocols import METRIC_NOTES, RetrievalTask, ranked_positions
 
 THUMB = 96
 GALLERY_QUERIES = 8
@@ -45,21 +44,23 @@ class Analysis:
     per_class_ap: dict[str, float]
 
 
-def analyse(codes: np.ndarray, labels: np.ndarray, class_names: Sequence[str], task: RetrievalTask) -> Analysis:
-    """Rank the task's database for every query by Hamming distance of ``(N, bits)`` bool codes."""
+def analyse(codes: np.ndarray, labels: np.ndarray, class_names: Sequence[str], task: RetrievalTask,
+            descriptors: np.ndarray | None = None) -> Analysis:
+    """Rank the task's database for every query as the index does (re-ranked when ``descriptors`` are given)."""
     packed, bits = pack_codes(codes), codes.shape[1]
     q_labels, db_labels = labels[task.queries], labels[task.database]
     dist = hamming_matrix(packed[task.queries], packed[task.database]).astype(np.int64)
     exclude = task.exclude_self_mask()
-    order, rel = ranked_relevance(dist, q_labels, db_labels, exclude)
+    order = ranked_positions(codes, task, descriptors, rerank=descriptors is not None)
+    rel = relevance_matrix(q_labels, db_labels, order)
     ap = average_precision(rel)
-    relevant = q_labels[:, None] == db_labels[None, :]
+    relevant = relevance_matrix(q_labels, db_labels, np.broadcast_to(np.arange(len(db_labels)), dist.shape))
     if exclude is not None:  # a query is never within any radius of itself
         relevant &= ~exclude
         pr = pr_curve_by_radius(np.where(exclude, bits + 1, dist), relevant, bits)
     else:
         pr = pr_curve_by_radius(dist, relevant, bits)
-    per_class = {class_names[c]: float(ap[q_labels == c].mean()) for c in np.unique(q_labels)}
+    per_class = {class_names[c]: float(ap[q_labels == c].mean()) for c in np.unique(q_labels)} if q_labels.ndim == 1 else {}
     return Analysis(dist, order, rel, ap, pr, per_class)
 
 
@@ -74,6 +75,7 @@ class ReportInputs:
     paths: Sequence[str] | None = None  # image files for the gallery (None: no gallery)
     details: dict[str, str] = field(default_factory=dict)  # extra header rows (model, data, ...)
     seed: int = 0
+    descriptors: np.ndarray | None = None  # (N, dims) re-rank descriptors (None: Hamming ranking)
 
 
 # ---------------------------------------------------------------------------- plots
@@ -89,13 +91,15 @@ def plot_pr_curve(pr: dict[str, list[float]], bits: int, path: Path) -> str:
     """Precision/recall of "everything within Hamming radius r" against r, and as a PR curve."""
     fig = Figure(figsize=(9, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(pr["radius"], pr["precision"], "o-", ms=3, label="precision")
+    precision = [np.nan if p is None else p for p in pr["precision"]]  # None: no query retrieves anything there
+    ax1.plot(pr["radius"], precision, "o-", ms=3, label="precision")
     ax1.plot(pr["radius"], pr["recall"], "s-", ms=3, label="recall")
     ax1.set(xlabel="Hamming radius r", ylabel="mean over queries", title=f"within radius r ({bits} bits)", ylim=(0, 1.02))
     ax1.legend()
-    ax2.plot(pr["recall"], pr["precision"], "o-", ms=3)
+    ax2.plot(pr["recall"], precision, "o-", ms=3)
     for r in (0, 1, 2, bits // 4, bits // 2):
-        ax2.annotate(f"r={r}", (pr["recall"][r], pr["precision"][r]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if pr["precision"][r] is not None:
+            ax2.annotate(f"r={r}", (pr["recall"][r], precision[r]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax2.set(xlabel="recall", ylabel="precision", title="PR curve over Hamming radius", xlim=(0, 1.02), ylim=(0, 1.02))
     return _save(fig, path)
 
@@ -226,7 +230,8 @@ def page_html(inputs: ReportInputs, analysis: Analysis, images: dict[str, str], 
         ("code length", f"{bits} bits"),
         ("queries / database", f"{len(task.queries)} / {len(task.database)}"
                                + (" (each query excluded from its own results)" if task.exclude_self else "")),
-        ("ranking", "Hamming distance, ties broken by database order"),
+        ("ranking", "two-stage: Hamming shortlist re-ranked by the stored descriptors, ties by id"
+                    if inputs.descriptors is not None else "Hamming distance, ties broken by database order"),
         ("relevance", "same class label"),
     ] + [(html.escape(k), html.escape(str(v))) for k, v in inputs.details.items()]
     metrics = [(html.escape(k), f'<span class="num">{v:.4f}</span>', html.escape(metric_note(k)))
@@ -262,7 +267,7 @@ def write_report(out_dir: str | Path, inputs: ReportInputs, analysis: Analysis |
     """Write the report directory atomically; return the path of ``index.html``."""
     out_dir = Path(out_dir)
     _check_target(out_dir)
-    analysis = analysis or analyse(inputs.codes, inputs.labels, inputs.class_names, inputs.task)
+    analysis = analysis or analyse(inputs.codes, inputs.labels, inputs.class_names, inputs.task, inputs.descriptors)
     with atomic_directory(out_dir) as tmp:
         images = {
             "pr": plot_pr_curve(analysis.pr_curve, inputs.codes.shape[1], tmp / "pr_curve.png"),

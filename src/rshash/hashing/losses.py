@@ -93,6 +93,32 @@ class NeighbourhoodLoss(nn.Module):
         return F.kl_div(log_p_c, log_p_t, log_target=True, reduction="batchmean")
 
 
+class SimilarityLoss(nn.Module):
+    """Code inner products follow the teacher's similarities within the batch (similarity-preserving hashing).
+
+    The target for a pair is ``tanh((s - mean) / std)`` of the teacher cosine
+    similarity ``s`` standardised over the batch's pairs (pairs much closer than usual
+    -> +1, much farther -> -1), and the loss is the mean squared gap to the codes'
+    normalised inner product ``(2u_i - 1) . (2u_j - 1) / K``. Unlike a class loss it
+    keeps order *within* a class and structure among scenes no label names (the
+    pseudo-similarity idea of SSDH / DistillHash, made soft).
+    """
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, u: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        t = F.normalize(teacher, dim=1)
+        sim = t @ t.T
+        off = ~torch.eye(len(u), dtype=torch.bool, device=u.device)
+        pairs = sim[off]
+        target = torch.tanh((sim - pairs.mean()) / pairs.std().clamp_min(1e-6))
+        b = 2 * u - 1
+        code_sim = b @ b.T / self.bits
+        return ((code_sim - target.detach()) ** 2)[off].mean()
+
+
 class CodeClassifierLoss(nn.Module):
     """Cross-entropy of a linear classifier on the centred code ``2u - 1``.
 

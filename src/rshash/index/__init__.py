@@ -1,6 +1,8 @@
 """Archive index and search: SQLite metadata (source of truth) + a derived faiss binary index."""
 
-from .archive import AddReport, Hit, Index, ModelMismatchError, Query
+from .archive import Index, ModelMismatchError, Query
+from .ingest import AddReport
+from .search import Hit
 from .faiss_index import KINDS
 from .store import FORMAT_VERSION, ImageMeta, IndexFormatError
 

@@ -9,131 +9,64 @@ Layout of an index directory::
 The API mirrors faiss (``create``/``open``, ``add``, ``remove``, ``search``,
 ``range_search``, ``len``) but speaks images: queries are image files, pixel
 arrays, binary codes or ids already in the index, and results carry paths and labels.
+The in-memory search structures and the cache file are kept by :mod:`.live`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import os
-import re
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import numpy as np
 
 from ..codes import pack_codes
-from ..data.datasets import ImageRecord, SkipReport, load_records
-from ..data.images import UnreadableImage, decode_rgb, load_rgb, resize_rgb
-from ..progress import progress_bar
-from .faiss_index import CodeIndex, check_kind
-from .store import DB_NAME, FORMAT_VERSION, ImageMeta, NewImage, Store
+from ..data.datasets import ImageRecord
+from ..data.images import load_rgb, resize_rgb
+from ..model_config import has_model, read_config
+from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, quantize_descriptors
+from .faiss_index import check_kind
+from .ingest import AddReport, as_records, ingest, now
+from .live import LiveCodes
+from .search import Hit, QueryVectors, Ranked, SearchParams, candidates, combine_examples, rank
+from .store import DB_NAME, FORMAT_VERSION, ImageMeta, Store
+from .vectors import VectorTable
 
 if TYPE_CHECKING:  # the encoder imports torch (seconds); searching by id or code never needs it
     from ..encoder import Encoder
-
-log = logging.getLogger(__name__)
+    from .geo_search import GeoHit, GeoSearch
+    from .raster_ingest import RasterAddReport
 
 #: An image file, ``uint8 (H, W, 3)`` RGB pixels, a ``bool (bits,)`` code, or an id in the index.
 Query = Union[str, Path, np.ndarray, int]
 ModelSource = Union["Encoder", str, Path]
-
-_CACHE_RE = re.compile(r"cache-(?P<kind>[a-z]+)-g(?P<generation>\d+)\.faiss")
-#: Temp files of cache writes killed midway are removed once this old (seconds).
-_STALE_TMP_AGE = 3600
 
 
 class ModelMismatchError(ValueError):
     """The model does not make the codes this index holds (other weights or code length)."""
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One search result, nearest first."""
-
-    rank: int
-    id: int
-    distance: int
-    path: str
-    label: str | None
-
-
-@dataclass
-class AddReport(SkipReport):
-    """What :meth:`Index.add_paths` did; ``skipped`` lists ``(path, reason)`` of unreadable files."""
-
-    added: int = 0
-    unchanged: int = 0  # already indexed with the same content checksum: nothing done
-    updated: int = 0  # indexed path whose content changed: re-encoded under a new id
-
-    def summary(self) -> str:
-        return (
-            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{len(self.skipped)} unreadable skipped"
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-        }
-
-
-@dataclass
-class _Pending:
-    """A decoded image waiting for its batch to be encoded and committed."""
-
-    record: ImageRecord
-    sha256: str
-    height: int
-    width: int
-    pixels: np.ndarray
-    replaces: int | None  # id of the stale row for this path, if its content changed
-
-
-def _model_identity(model: ModelSource) -> tuple[str, int, Path]:
-    """``(fingerprint, bits, model_dir)`` of an Encoder or a model directory (without loading it)."""
+def _model_identity(model: ModelSource) -> tuple[str, int, int, Path]:
+    """``(fingerprint, bits, descriptor dims, model_dir)`` of an Encoder or a model directory (not loaded)."""
     if isinstance(model, (str, Path)):
-        config_path = Path(model) / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"not an rshash model directory (no config.json): {model}")
-        config = json.loads(config_path.read_text())
-        return str(config["fingerprint"]), int(config["bits"]), Path(model).absolute()
-    return model.fingerprint, model.bits, model.model_dir.absolute()
-
-
-def _as_records(items: Iterable[str | Path | ImageRecord] | str | Path) -> list[ImageRecord]:
-    """Absolute-path records, duplicates dropped; a single str/Path is a folder or manifest."""
-    if isinstance(items, (str, Path)):
-        items = load_records(items)
-    seen: dict[str, ImageRecord] = {}
-    for item in items:
-        record = item if isinstance(item, ImageRecord) else ImageRecord(str(item))
-        path = os.path.abspath(record.path)
-        seen.setdefault(path, ImageRecord(path, record.label, record.split))
-    return list(seen.values())
-
-
-def _read_bytes(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UnreadableImage(f"{path}: cannot read file ({exc})") from exc
+        config = read_config(model)  # no config.json: ModelNotFoundError, a FileNotFoundError
+        assert config.fingerprint is not None  # read_config checks it
+        return config.fingerprint, config.bits, config.descriptor_dims, Path(model).absolute()
+    return model.fingerprint, model.bits, model.descriptor_dims, model.model_dir.absolute()
 
 
 class Index:
     """Binary codes of an image archive, searchable by Hamming distance.
 
     Use :meth:`create` or :meth:`open`. Thread-safe; several processes may read
-    while one writes (each search first catches up with committed changes).
+    while one writes (each search first catches up with committed changes). Searches
+    run in parallel (no lock between them); a full rebuild of the search structures that
+    a change from another process makes necessary runs in the background while searches
+    go on with the previous ones.
     """
 
     def __init__(self, path: Path, store: Store, model: ModelSource | None):
@@ -145,9 +78,9 @@ class Index:
         self.model_dir = Path(meta["model_dir"])
         self._kind = check_kind(meta["kind"])
         self._encoder: Encoder | None = None
-        self._codes: CodeIndex | None = None
-        self._codes_generation: int | None = None
-        self._lock = threading.RLock()
+        self.descriptor_dims = int(meta["descriptor_dims"])
+        self._live = LiveCodes(store, path, self._kind, self.bits, self.descriptor_dims)
+        self._lock = threading.RLock()  # writes in this process (add, remove, set_kind)
         self._attach_model(model)
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,16 +92,17 @@ class Index:
         check_kind(kind)
         if (path / DB_NAME).exists():
             raise ValueError(f"an index already exists in {path}: open it (rshash index adds to it)")
-        fingerprint, bits, model_dir = _model_identity(model)
+        fingerprint, bits, dims, model_dir = _model_identity(model)
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("cache-*.faiss"):  # left by a deleted index; would not match this one
             stale.unlink()
         meta = {
             "fingerprint": fingerprint,
             "bits": bits,
+            "descriptor_dims": dims,
             "kind": kind,
             "model_dir": str(model_dir),
-            "created_at": _now(),
+            "created_at": now(),
         }
         Store.create(path / DB_NAME, meta).close()
         return cls.open(path, model)
@@ -201,6 +135,9 @@ class Index:
         return cls.create(path, model, kind or "flat")
 
     def close(self) -> None:
+        if "geo" in self.__dict__:  # open rasters of geo searches
+            self.__dict__["geo"].close()
+        self._live.close()
         self._store.close()
 
     def __enter__(self) -> "Index":
@@ -214,10 +151,10 @@ class Index:
     def _attach_model(self, model: ModelSource | None) -> None:
         """Check the given (or recorded, if present) model now; load its encoder only when needed."""
         if model is None:
-            if not (self.model_dir / "config.json").is_file():
+            if not has_model(self.model_dir):
                 return  # searching by code or id still works; images need a model
             model = self.model_dir
-        fingerprint, bits, model_dir = _model_identity(model)
+        fingerprint, bits, _, model_dir = _model_identity(model)
         if bits != self.bits:
             raise ModelMismatchError(
                 f"model {model_dir} makes {bits}-bit codes but the index {self.path} holds {self.bits}-bit codes"
@@ -238,7 +175,7 @@ class Index:
         if self._encoder is None:
             from ..encoder import Encoder
 
-            if not (self.model_dir / "config.json").is_file():
+            if not has_model(self.model_dir):
                 raise FileNotFoundError(
                     f"the model this index was built with is missing ({self.model_dir}): pass it explicitly "
                     "(Index.open(path, model_dir=...), CLI --model)"
@@ -258,81 +195,45 @@ class Index:
     ) -> AddReport:
         """Encode and add images (paths, :class:`ImageRecord` s, or a folder / CSV manifest).
 
-        Each batch is committed on its own, so an interrupted run keeps its finished
-        batches and a rerun skips them: a path already indexed with the same content
-        checksum is left alone, one whose content changed is re-encoded.
+        Each batch (codes and descriptors) is committed on its own, so an interrupted run
+        keeps its finished batches and a rerun skips them: a path already indexed with the
+        same content checksum is left alone, one whose content changed is re-encoded.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        records = _as_records(items)
-        report = AddReport()
-        encoder = self.encoder
-        with progress_bar(total=len(records), desc="index", unit="img", disable=not progress) as bar:
-            for batch, pending in self._prepared_batches(records, batch_size, encoder.input_size, report):
-                with self._lock:
-                    self._commit(pending, encoder, report)
-                bar.update(len(batch))
-        self._sync_and_save()
+        report = ingest(self._store, self.encoder, as_records(items), self._lock, batch_size, progress)
+        self._live.update_now()
         return report
 
-    def _prepared_batches(
-        self, records: list[ImageRecord], batch_size: int, size: int, report: AddReport
-    ) -> Iterator[tuple[list[ImageRecord], list[_Pending]]]:
-        """Batches with their decoded images, the next one decoded in a thread while this one encodes.
+    def add_rasters(
+        self,
+        paths: Iterable[str | Path] | str | Path,
+        *,
+        tile: int = 256,
+        gsd: str | float = "auto",
+        overlap: float = 0.5,
+        bands: Sequence[int] | None = None,
+        max_nodata: float = 0.5,
+        batch_size: int = 32,
+        progress: bool = True,
+        max_chips: int | None = None,
+    ) -> "RasterAddReport":
+        """Tile georeferenced rasters (files or folders) into chips and add them: each chip is an item with its
+        footprint, window and raster recorded (see :mod:`.raster_ingest`); ``gsd="auto"`` tiles at the model's
+        ground resolution (index meta ``model_gsd``, 0.3 m by default). Batches are committed on their own, so
+        an interrupted run resumes without duplicates. ``max_chips``: stop after that many new chips."""
+        from .raster_ingest import TilingOptions, ingest_rasters
 
-        Decoding and resizing release the GIL, so this overlaps ~25% of the per-image
-        time with the encoder. Only reads happen in the thread; commits stay in the caller.
-        """
-        batches = [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rshash-decode") as pool:
-            upcoming = pool.submit(self._prepare, batches[0], size, report) if batches else None
-            for i, batch in enumerate(batches):
-                pending = upcoming.result()
-                if i + 1 < len(batches):
-                    upcoming = pool.submit(self._prepare, batches[i + 1], size, report)
-                yield batch, pending
-
-    def _prepare(self, batch: list[ImageRecord], size: int, report: AddReport) -> list[_Pending]:
-        """Read, checksum and decode a batch; count unchanged files and skip unreadable ones."""
-        known = self._store.checksums([r.path for r in batch])
-        pending = []
-        for record in batch:
-            try:
-                data = _read_bytes(record.path)
-                sha = hashlib.sha256(data).hexdigest()
-                old = known.get(record.path)
-                if old is not None and old[1] == sha:
-                    report.unchanged += 1
-                    continue
-                rgb = decode_rgb(data, record.path)
-            except UnreadableImage as exc:
-                report.add(record.path, str(exc))
-                continue
-            replaces = old[0] if old is not None else None
-            pending.append(_Pending(record, sha, rgb.shape[0], rgb.shape[1], resize_rgb(rgb, size), replaces))
-        return pending
-
-    def _commit(self, pending: list[_Pending], encoder: "Encoder", report: AddReport) -> None:
-        """Encode a batch and commit it to SQLite in one transaction."""
-        if not pending:
-            return
-        codes = pack_codes(encoder.codes(np.stack([p.pixels for p in pending])))
-        added_at = _now()
-        rows = [
-            NewImage(p.record.path, p.record.label, p.width, p.height, p.sha256, added_at, code.tobytes())
-            for p, code in zip(pending, codes)
-        ]
-        replaced = [p.replaces for p in pending if p.replaces is not None]
-        self._store.add(rows, replace_ids=replaced)
-        report.updated += len(replaced)
-        report.added += len(rows) - len(replaced)
+        options = TilingOptions(tile, gsd, overlap, None if bands is None else tuple(bands), max_nodata)
+        report = ingest_rasters(self._store, self.encoder, paths, self._lock, options, batch_size=batch_size,
+                                progress=progress, max_chips=max_chips)
+        self._live.update_now()
+        return report
 
     def remove(self, ids: Iterable[int]) -> list[int]:
         """Remove images by id; return the ids that were present."""
         with self._lock:
             removed = self._store.remove([int(i) for i in ids])
         if removed:
-            self._sync_and_save()
+            self._live.update_now()
         return removed
 
     def set_kind(self, kind: str) -> None:
@@ -340,51 +241,101 @@ class Index:
         with self._lock:
             self._store.set_meta("kind", check_kind(kind))
             self._kind = kind
-            self._codes = self._codes_generation = None
+            self._live.reset(kind)
 
     # ------------------------------------------------------------------ search
 
-    def search(self, query: Query, k: int = 20) -> list[Hit]:
-        """The ``k`` nearest images to ``query`` by Hamming distance (an int is :meth:`search_by_id`)."""
-        if _is_id(query):
-            return self.search_by_id(int(query), k)
-        code = self._query_code(query)
-        with self._lock:
-            distances, ids = self._searcher().search(code, k)
-        return self._hits(distances, ids)
+    def search(
+        self,
+        query: Query,
+        k: int | None = 20,
+        *,
+        radius: int | None = None,
+        rerank: bool = True,
+        labels: Sequence[str | None] | None = None,
+        shortlist: int = DEFAULT_SHORTLIST,
+        weight: float = DEFAULT_WEIGHT,
+        ids: Iterable[int] | None = None,
+    ) -> list[Hit]:
+        """The best ``k`` images for ``query`` (an image path, uint8 RGB pixels, a bool code or an indexed id).
 
-    def search_by_id(self, id: int, k: int = 20, exclude_self: bool = True) -> list[Hit]:
-        """The ``k`` nearest images to an indexed one ("more like this"), itself excluded by default."""
-        code = self._stored_code(id)
-        with self._lock:
-            distances, ids = self._searcher().search(code, k + int(exclude_self))
-        if exclude_self:
-            keep = ids != id
-            distances, ids = distances[keep][:k], ids[keep][:k]
-        return self._hits(distances, ids)
+        Two stages: a Hamming shortlist of ``shortlist`` items, then a re-rank by the
+        stored descriptors (``rerank=False``: Hamming order only); ties by id. An id
+        query never returns itself; an image that is in the index comes back first.
+        ``radius``: every image within that Hamming distance (inclusive, exact), at most
+        ``k`` of them (``k=None``: all). ``labels``: only images with one of these labels
+        (``None`` in the list: unlabelled ones), filtered inside the index. ``ids``: only these items (e.g.
+        the chips in an area of interest), filtered the same way. A list of queries is several examples
+        combined into one (see :meth:`query_vectors`).
+        """
+        params = SearchParams(k, radius, rerank, labels, shortlist=shortlist, weight=weight)
+        params.check(self.bits)
+        vectors = self.query_vectors(query)
+        params = replace(params, exclude=vectors.exclude, prefer=self._indexed_id_of_file(query))
+        code, descriptor = vectors.code, vectors.descriptor
+        allowed = self._store.ids_with_labels(labels) if labels is not None else None
+        if ids is not None:
+            chosen = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
+            allowed = chosen if allowed is None else np.intersect1d(allowed, chosen)
+        with self._live.reading() as (codes, table):  # shared with other searches; parameters are per call
+            ids, dist = candidates(code, params, codes, table, allowed)
+        ranked = rank(ids, dist, descriptor, params, table, self.bits)
+        return self._hits(ranked)
 
-    def range_search(self, query: Query, radius: int) -> list[Hit]:
-        """Every image within Hamming distance ``radius`` (inclusive) of ``query``, nearest first; exact."""
-        code = self._stored_code(int(query)) if _is_id(query) else self._query_code(query)
-        with self._lock:
-            distances, ids = self._searcher().range_search(code, radius)
-        return self._hits(distances, ids)
+    def _indexed_id_of_file(self, query: object) -> int | None:
+        """The id under which a query file is indexed with its current content, if it is."""
+        if not isinstance(query, (str, Path)):
+            return None
+        path = os.path.abspath(query)
+        known = self._store.checksums([path]).get(path)
+        if known is None:
+            return None
+        try:
+            return known[0] if hashlib.sha256(Path(path).read_bytes()).hexdigest() == known[1] else None
+        except OSError:
+            return None
+
+    def search_by_id(self, id: int, k: int = 20, exclude_self: bool = True, **options) -> list[Hit]:
+        """The ``k`` best images for an indexed one ("more like this"), itself excluded."""
+        if not exclude_self:
+            code, descriptor = self._query_vectors(int(id))
+            return self.search(np.unpackbits(code)[: self.bits].astype(bool), k, **options)
+        return self.search(int(id), k, **options)
+
+    def range_search(self, query: Query, radius: int, k: int | None = None, **options) -> list[Hit]:
+        """Every image within Hamming distance ``radius`` (inclusive) of ``query``, best first; exact."""
+        return self.search(query, k, radius=radius, **options)
 
     def code_of(self, query: Query) -> np.ndarray:
         """The ``bool (bits,)`` code of a query (encoding images with the model)."""
         from ..codes import unpack_codes
 
-        packed = self._stored_code(int(query)) if _is_id(query) else self._query_code(query)
-        return unpack_codes(packed[None], self.bits)[0]
+        return unpack_codes(self._query_vectors(query)[0][None], self.bits)[0]
 
-    def _query_code(self, query: Query) -> np.ndarray:
-        """A query as one packed code ``uint8 (bits/8,)``."""
+    def query_vectors(self, query: Query | QueryVectors | Sequence[Query]) -> QueryVectors:
+        """A query as vectors: its packed code, int8 descriptor (None for a bare code) and the indexed ids it
+        is made of (excluded from its results). A list or tuple is several positive examples combined into
+        one query: majority vote of the code bits, mean of the normalised descriptors."""
+        if isinstance(query, QueryVectors):
+            return query
+        if isinstance(query, (list, tuple)):
+            return combine_examples([self.query_vectors(q) for q in query], self.bits)
+        code, descriptor = self._query_vectors(query)
+        return QueryVectors(code, descriptor, (int(query),) if _is_id(query) else ())
+
+    def _query_vectors(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
+        """A query as a packed code ``uint8 (bits/8,)`` and an int8 descriptor (None for a bare code)."""
+        if _is_id(query):
+            meta = self.get(int(query))
+            if meta is None:
+                raise ValueError(f"no image with id {int(query)} in the index {self.path}")
+            return np.frombuffer(meta.code, dtype=np.uint8), np.frombuffer(meta.descriptor, dtype=np.int8)
         if isinstance(query, (str, Path)):
             return self._encode_pixels(load_rgb(query))
         if isinstance(query, np.ndarray) and query.dtype == bool:
             if query.size != self.bits:
                 raise ValueError(f"query code has {query.size} bits, the index holds {self.bits}-bit codes")
-            return pack_codes(query.reshape(1, self.bits))[0]
+            return pack_codes(query.reshape(1, self.bits))[0], None
         if isinstance(query, np.ndarray) and query.dtype == np.uint8 and query.ndim == 3 and query.shape[2] == 3:
             return self._encode_pixels(query)
         raise ValueError(
@@ -392,100 +343,66 @@ class Index:
             f"got {type(query).__name__}" + (f" {query.dtype} {query.shape}" if isinstance(query, np.ndarray) else "")
         )
 
-    def _encode_pixels(self, rgb: np.ndarray) -> np.ndarray:
+    def _encode_pixels(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         encoder = self.encoder
-        return pack_codes(encoder.codes(resize_rgb(rgb, encoder.input_size)[None]))[0]
+        encoded = encoder.encode(resize_rgb(rgb, encoder.input_size)[None])
+        return pack_codes(encoded.codes)[0], quantize_descriptors(encoded.descriptors)[0]
 
-    def _stored_code(self, id: int) -> np.ndarray:
-        meta = self.get(id)
-        if meta is None:
-            raise ValueError(f"no image with id {id} in the index {self.path}")
-        return np.frombuffer(meta.code, dtype=np.uint8)
+    def _hits(self, ranked: Ranked) -> list[Hit]:
+        """Attach paths and labels to the final results only (a row removed meanwhile is dropped)."""
+        metas = self._store.get(ranked.ids.tolist())
+        hits = []
+        for i, (id_, d, score) in enumerate(zip(ranked.ids.tolist(), ranked.distances.tolist(), ranked.scores.tolist())):
+            if id_ in metas:
+                sim = None if ranked.similarities is None else float(ranked.similarities[i])
+                m = metas[id_]
+                hits.append(Hit(len(hits) + 1, id_, int(d), m.path, m.label, float(score), sim))
+        return hits
 
-    def _hits(self, distances: np.ndarray, ids: np.ndarray) -> list[Hit]:
-        """Attach paths and labels (a row removed meanwhile by another process is dropped)."""
-        metas = self._store.get(ids.tolist())
-        hits = [(int(d), metas[int(i)]) for d, i in zip(distances, ids) if int(i) in metas]
-        return [Hit(rank, m.id, d, m.path, m.label) for rank, (d, m) in enumerate(hits, start=1)]
+    # ------------------------------------------------------------------ places (raster chips)
 
-    # ------------------------------------------------------------------ the faiss cache
+    @cached_property
+    def geo(self) -> "GeoSearch":
+        """Geo queries and searches over this index's raster chips (see :mod:`.geo_search`)."""
+        from .geo_search import GeoSearch
 
-    def _searcher(self) -> CodeIndex:
-        """The faiss index, caught up with every committed change (call with the lock held)."""
-        generation = self._store.generation()
-        if self._codes is None or self._codes_generation != generation:
-            if self._sync():
-                self._save_cache()  # a full rebuild is worth keeping for the next process
-        assert self._codes is not None
-        return self._codes
+        return GeoSearch(self, self._store)
 
-    def _sync(self) -> bool:
-        """Load the newest usable cache and replay later changes, or rebuild; ``True`` if rebuilt."""
-        if self._codes is None:
-            self._codes, self._codes_generation = self._load_cache(self._store.generation())
-        nbytes = self.bits // 8
-        if self._codes is not None:
-            delta = self._store.codes_since(self._codes_generation, nbytes)
-            if self._codes.remove(delta.removed):
-                self._codes.add(delta.ids, delta.codes)
-                if self._codes.ntotal == delta.total and not self._codes.needs_rebuild():
-                    self._codes_generation = delta.generation
-                    return False
-        start = time.perf_counter()
-        delta = self._store.codes_since(None, nbytes)
-        self._codes = CodeIndex.build(self._kind, self.bits, delta.ids, delta.codes)
-        self._codes_generation = delta.generation
-        elapsed = time.perf_counter() - start
-        log.debug("rebuilt %s search index of %d codes in %.2fs", self._kind, len(delta.ids), elapsed)
-        return True
+    def search_point(self, lon: float, lat: float, k: int | None = 20, *, raster: Any = None,
+                     **options: Any) -> list["GeoHit"]:
+        """Places like the indexed chip containing ``(lon, lat)`` (its own footprint excluded); options of
+        :meth:`GeoSearch.search <.geo_search.GeoSearch.search>`: ``aoi``, ``radius``, ``max_overlap``, ``rerank``."""
+        return self.geo.search(self.geo.point_query(lon, lat, raster), k, **options)
 
-    def _sync_and_save(self) -> None:
-        with self._lock:
-            self._sync()
-            self._save_cache()
+    def search_box(self, box: Sequence[float], k: int | None = 20, *, raster: Any = None,
+                   **options: Any) -> list["GeoHit"]:
+        """Places like a lon/lat box ``(lon_min, lat_min, lon_max, lat_max)``, read from its raster and encoded."""
+        return self.geo.search(self.geo.box_query(box, raster), k, **options)
 
-    def _cache_path(self, generation: int) -> Path:
-        return self.path / f"cache-{self._kind}-g{generation}.faiss"
+    def search_places(self, examples: Query | Sequence[Query], k: int | None = 20, **options: Any) -> list["GeoHit"]:
+        """Places like an indexed id, an image (file or pixels), or several of them combined, as geo results."""
+        examples = list(examples) if isinstance(examples, (list, tuple)) else [examples]
+        return self.geo.search(self.geo.examples_query(examples), k, **options)
 
-    def _load_cache(self, generation: int) -> tuple[CodeIndex | None, int | None]:
-        """The newest saved cache of this kind not newer than ``generation`` (unusable files are ignored)."""
-        candidates = []
-        for f in self.path.glob(f"cache-{self._kind}-g*.faiss"):
-            m = _CACHE_RE.fullmatch(f.name)
-            if m and int(m["generation"]) <= generation:
-                candidates.append((int(m["generation"]), f))
-        for cache_generation, f in sorted(candidates, reverse=True):
-            try:
-                return CodeIndex.load(self._kind, f), cache_generation
-            except RuntimeError as exc:  # truncated or corrupt: rebuild instead
-                log.warning("ignoring unreadable search cache %s: %s", f, exc)
-        return None, None
-
-    def _save_cache(self) -> None:
-        """Write the cache for the current generation and delete older ones (best effort)."""
-        if self._codes is None or self._codes_generation is None:
-            return
-        target = self._cache_path(self._codes_generation)
-        try:
-            if not target.exists():
-                self._codes.save(target)
-            self._remove_old_caches(keep=target)
-        except OSError as exc:  # e.g. a read-only archive: searching still works from memory
-            log.warning("could not save the search cache in %s: %s", self.path, exc)
-
-    def _remove_old_caches(self, keep: Path) -> None:
-        for f in self.path.glob("cache-*.faiss"):
-            if f != keep:
-                f.unlink(missing_ok=True)
-        for f in self.path.glob(".cache-*.tmp"):  # from writes killed midway
-            if time.time() - f.stat().st_mtime > _STALE_TMP_AGE:
-                f.unlink(missing_ok=True)
+    def rasters(self) -> list[dict]:
+        """The indexed rasters: id, path, size, CRS, ground resolution, stretch, chip count, lon/lat bounds."""
+        return self.geo.rasters()
 
     # ------------------------------------------------------------------ inspection
 
     @property
     def kind(self) -> str:
         return self._kind
+
+    @property
+    def generation(self) -> int:
+        """The committed generation: the number of changes committed to this index (by any process)."""
+        return self._store.generation()
+
+    @property
+    def _table(self) -> VectorTable | None:
+        """The in-memory codes and descriptors (``None`` before the first search); benchmarks time the re-rank."""
+        return self._live.table
 
     def __len__(self) -> int:
         return self._store.count()
@@ -519,8 +436,4 @@ class Index:
 
 def _is_id(query: object) -> bool:
     return isinstance(query, (int, np.integer)) and not isinstance(query, (bool, np.bool_))
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

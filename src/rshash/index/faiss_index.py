@@ -12,6 +12,10 @@ Three kinds, one interface (:class:`CodeIndex`):
 k-NN search is approximate only for ``multihash``/``ivf``, and falls back to an
 exact scan for a query that would otherwise get fewer than ``k`` hits;
 :meth:`CodeIndex.range_search` is always exact.
+
+Searching never changes the faiss index: search parameters (IVF probes) are passed
+per call, so any number of threads may search one index at once. Updates
+(:meth:`CodeIndex.add`, :meth:`CodeIndex.remove`) must not overlap searches.
 """
 
 from __future__ import annotations
@@ -112,16 +116,40 @@ class CodeIndex:
         """Whether the structure no longer suits the number of codes (IVF lists)."""
         return False
 
+    def can_update(self, removing: int, total: int) -> bool:
+        """Whether removing ``removing`` codes and adding up to ``total`` in place keeps this structure
+        complete and suited (else the caller rebuilds it)."""
+        return True
+
+    def matches(self, ids: np.ndarray, codes: np.ndarray) -> bool:
+        """Whether this index holds exactly ``codes`` under ``ids`` (sorted ids; used to validate a loaded cache)."""
+        if self.index.d != self.bits or self.ntotal != len(ids):
+            return False
+        stored_ids, stored = self._stored()
+        if stored_ids is None:  # this kind cannot list its content cheaply: count and dimension only
+            return True
+        order = np.argsort(stored_ids, kind="stable")
+        return bool(np.array_equal(stored_ids[order], ids) and np.array_equal(stored[order], codes))
+
+    def _stored(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(ids, codes)`` as held by faiss, in storage order."""
+        flat = faiss.downcast_IndexBinary(self.index.index)
+        codes = faiss.vector_to_array(flat.xb).reshape(-1, self.bits // 8)
+        return faiss.vector_to_array(self.index.id_map), codes
+
     # ------------------------------------------------------------------ search
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest of one packed code: ``(distances int32, ids int64)``, nearest first."""
+    def search(self, query: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest of one packed code: ``(distances int32, ids int64)``, nearest first.
+
+        ``nprobe``: IVF lists to probe for this call only (``None``: chosen from ``k``; other kinds ignore it).
+        """
         if self.ntotal == 0 or k <= 0:
             return _empty()
         # One query is far too little work for OpenMP: its thread start-up cost ~47 ms per search on
         # a busy 2-core machine vs 0.2 ms single-threaded. The setting is per calling thread.
         faiss.omp_set_num_threads(1)
-        distances, ids = self._search(query.reshape(1, -1), k)
+        distances, ids = self._search(query.reshape(1, -1), k, nprobe)
         if np.count_nonzero(ids >= 0) < min(k, self.ntotal):
             distances, ids = self._exact_search(query.reshape(1, -1), k)
         return _valid(distances[0], ids[0])
@@ -135,7 +163,7 @@ class CodeIndex:
         order = np.lexsort((ids, distances))
         return distances[order].astype(np.int32), ids[order].astype(np.int64)
 
-    def _search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, query: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(query, k)
 
     def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,6 +191,13 @@ class MultiHashIndex(CodeIndex):
     def remove(self, ids: np.ndarray) -> bool:
         return len(ids) == 0  # faiss's hash tables do not support removal
 
+    def can_update(self, removing: int, total: int) -> bool:
+        return removing == 0
+
+    def _stored(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        codes = faiss.vector_to_array(self._hash.storage.xb).reshape(-1, self.bits // 8)
+        return faiss.vector_to_array(self.index.id_map), codes
+
     def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         distances, positions = self._hash.storage.search(query, k)
         return distances, self._to_ids(positions)
@@ -178,18 +213,26 @@ class MultiHashIndex(CodeIndex):
 
 
 class IVFIndex(CodeIndex):
-    """``IndexBinaryIVF``: k-means lists over the codes; probe ``nprobe`` lists per query."""
+    """``IndexBinaryIVF``: k-means lists over the codes; probe some lists per query.
+
+    The lists probed by a k-NN search are passed per call (``SearchParametersIVF``);
+    the index's own ``nprobe`` is fixed at every list, which makes range search (no
+    per-call parameters in faiss's binary IVF) an exact scan.
+    """
 
 
     def __init__(self, index: faiss.IndexBinary, bits: int):
         super().__init__(index, bits)
-        self.nprobe: int | None = None  # None: chosen per query by probes()
+        self.nprobe: int | None = None  # default lists per query for this object; None: chosen by probes()
+        self.index.nprobe = self.index.nlist  # set once, before the index is shared; never changed by a search
 
-    def probes(self, k: int) -> int:
-        """Lists to probe for ``k`` results: enough to scan ``IVF_CANDIDATES_PER_RESULT * k`` codes."""
+    def probes(self, k: int, nprobe: int | None = None) -> int:
+        """Lists to probe for ``k`` results: ``nprobe`` (else :attr:`nprobe`) if given, else enough to scan
+        ``IVF_CANDIDATES_PER_RESULT * k`` codes."""
         nlist = self.index.nlist
-        if self.nprobe is not None:
-            return max(1, min(self.nprobe, nlist))
+        nprobe = self.nprobe if nprobe is None else nprobe
+        if nprobe is not None:
+            return max(1, min(nprobe, nlist))
         per_list = max(1.0, self.ntotal / nlist)
         return int(min(nlist, max(IVF_NPROBE, math.ceil(IVF_CANDIDATES_PER_RESULT * k / per_list))))
 
@@ -208,26 +251,39 @@ class IVFIndex(CodeIndex):
             index.train(np.ascontiguousarray(sample))
         return index
 
+    def _stored(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return None, None
+
     def needs_rebuild(self) -> bool:
         """Untrained, or grown to 4x the codes its lists were sized for."""
-        return not self.index.is_trained or ivf_lists(self.ntotal) >= 4 * self.index.nlist
+        return not self._suits(self.ntotal)
+
+    def can_update(self, removing: int, total: int) -> bool:
+        return self._suits(total)
+
+    def _suits(self, total: int) -> bool:
+        return bool(self.index.is_trained) and ivf_lists(total) < 4 * self.index.nlist
 
     def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
         """Add, unless untrained (empty when built): then :meth:`needs_rebuild` asks for a rebuild."""
         if len(ids) and self.index.is_trained:
             super().add(ids, codes)
 
-    def _search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        self.index.nprobe = self.probes(k)
-        return self.index.search(query, k)
+    def _search(self, query: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(query, k, params=_probing(self.probes(k, nprobe)))
 
     def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        self.index.nprobe = self.index.nlist  # every list: an exact scan
-        return self.index.search(query, k)
+        return self.index.search(query, k, params=_probing(self.index.nlist))  # every list: an exact scan
 
     def _exact_range(self, query: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self.index.nprobe = self.index.nlist
-        return self.index.range_search(query, radius)
+        return self.index.range_search(query, radius)  # the index's nprobe is every list
+
+
+def _probing(nprobe: int) -> faiss.SearchParametersIVF:
+    """Search parameters of one IVF call."""
+    params = faiss.SearchParametersIVF()
+    params.nprobe = int(nprobe)
+    return params
 
 
 _KIND_CLASSES: dict[str, type[CodeIndex]] = {"flat": CodeIndex, "multihash": MultiHashIndex, "ivf": IVFIndex}

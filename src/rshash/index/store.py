@@ -15,14 +15,16 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 #: Bumped when the schema changes incompatibly; newer indexes are refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 DB_NAME = "meta.sqlite"
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,8 +37,10 @@ CREATE TABLE IF NOT EXISTS images (
     sha256 TEXT NOT NULL,
     added_at TEXT NOT NULL,
     generation INTEGER NOT NULL,
-    code BLOB NOT NULL
+    code BLOB NOT NULL,        -- packed binary code (bits / 8 bytes)
+    descriptor BLOB NOT NULL   -- int8 re-rank descriptor (descriptor_dims bytes), same transaction as the code
 );
+CREATE INDEX IF NOT EXISTS images_label ON images(label);
 CREATE INDEX IF NOT EXISTS images_generation ON images(generation);
 CREATE TABLE IF NOT EXISTS removed (id INTEGER PRIMARY KEY, generation INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_generation ON removed(generation);
@@ -58,11 +62,15 @@ class NewImage:
     sha256: str
     added_at: str
     code: bytes
+    descriptor: bytes
 
 
 @dataclass(frozen=True)
 class ImageMeta(NewImage):
-    """What the index knows about one image: a stored row and its id (``code`` is the packed binary code)."""
+    """What the index knows about one image: a stored row and its id.
+
+    ``code`` is the packed binary code, ``descriptor`` the int8 re-rank descriptor.
+    """
 
     id: int = -1
 
@@ -75,10 +83,11 @@ class CodeDelta:
     total: int  # rows in the index at ``generation``
     ids: np.ndarray  # int64 (N,)
     codes: np.ndarray  # uint8 (N, bits/8)
+    descriptors: np.ndarray  # int8 (N, descriptor_dims)
     removed: np.ndarray  # int64 (M,)
 
 
-_META_COLUMNS = "id, path, label, width, height, sha256, added_at, code"
+_META_COLUMNS = "id, path, label, width, height, sha256, added_at, code, descriptor"
 
 
 class Store:
@@ -90,7 +99,10 @@ class Store:
         self._lock = threading.RLock()
         # WAL: readers never block the writer and a killed writer loses only its open transaction.
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a committed batch survives a power loss too, so a saved faiss cache is never newer than SQLite.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        # Rows of other tables that point at an item (a raster chip's geo row) go with it when it is deleted.
+        self._conn.execute("PRAGMA foreign_keys=ON")
 
     @classmethod
     def create(cls, db_path: str | Path, meta: dict[str, str | int]) -> "Store":
@@ -189,20 +201,37 @@ class Store:
                     out[path] = (id_, sha)
         return out
 
-    def add(self, rows: Sequence[NewImage], replace_ids: Sequence[int] = ()) -> list[int]:
-        """Insert ``rows`` (removing ``replace_ids`` first) as one committed change; return the new ids."""
+    def add(
+        self,
+        rows: Sequence[NewImage],
+        replace_ids: Sequence[int] = (),
+        on_insert: Callable[[sqlite3.Connection, list[int]], None] | None = None,
+    ) -> list[int]:
+        """Insert ``rows`` (removing ``replace_ids`` first) as one committed change; return the new ids.
+
+        ``on_insert(conn, ids)`` runs inside the same transaction after the rows are inserted (e.g. to add
+        the chips' geo rows), so the items and what it writes are committed together or not at all.
+        """
         with self._transaction() as conn:
             generation = self._bump(conn)
             self._delete(conn, replace_ids, generation)
             ids = []
             for r in rows:
                 cur = conn.execute(
-                    "INSERT INTO images (path, label, width, height, sha256, added_at, generation, code) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (r.path, r.label, r.width, r.height, r.sha256, r.added_at, generation, r.code),
+                    "INSERT INTO images (path, label, width, height, sha256, added_at, generation, code, descriptor) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (r.path, r.label, r.width, r.height, r.sha256, r.added_at, generation, r.code, r.descriptor),
                 )
                 ids.append(int(cur.lastrowid))
+            if on_insert is not None:
+                on_insert(conn, ids)
         return ids
+
+    def run(self, fn: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
+        """``fn(conn)`` in one transaction (a write one if ``write``) and its result: for tables kept beside
+        the items (rasters, chips) that do not change the items, so no generation is bumped."""
+        with self._transaction(write=write) as conn:
+            return fn(conn)
 
     def remove(self, ids: Sequence[int]) -> list[int]:
         """Delete ``ids`` as one committed change; return those that existed."""
@@ -237,7 +266,19 @@ class Store:
         with self._lock:
             return dict(self._conn.execute("SELECT label, COUNT(*) FROM images GROUP BY label ORDER BY label"))
 
-    def codes_since(self, generation: int | None, nbytes: int) -> CodeDelta:
+    def ids_with_labels(self, labels: Sequence[str | None]) -> np.ndarray:
+        """Sorted ids of the rows whose label is one of ``labels`` (``None``: unlabelled)."""
+        named = sorted({str(x) for x in labels if x is not None})
+        clauses = [f"label IN ({','.join('?' * len(named))})"] if named else []
+        if any(x is None for x in labels):
+            clauses.append("label IS NULL")
+        if not clauses:
+            return np.zeros(0, dtype=np.int64)
+        with self._lock:
+            rows = self._conn.execute(f"SELECT id FROM images WHERE {' OR '.join(clauses)} ORDER BY id", named)
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def codes_since(self, generation: int | None, nbytes: int, dims: int) -> CodeDelta:
         """Codes added and ids removed after ``generation`` (``None``: everything), as one snapshot."""
         since = -1 if generation is None else generation
         with self._transaction(write=False) as conn:
@@ -246,7 +287,8 @@ class Store:
             n = conn.execute("SELECT COUNT(*) FROM images WHERE generation > ?", (since,)).fetchone()[0]
             ids = np.empty(n, dtype=np.int64)
             codes = np.empty((n, nbytes), dtype=np.uint8)
-            cursor = conn.execute("SELECT id, code FROM images WHERE generation > ? ORDER BY id", (since,))
+            descriptors = np.empty((n, dims), dtype=np.int8)
+            cursor = conn.execute("SELECT id, code, descriptor FROM images WHERE generation > ? ORDER BY id", (since,))
             filled = 0
             # Chunked so a 10M-row rebuild never holds 10M Python tuples at once.
             while chunk := cursor.fetchmany(65536):
@@ -254,8 +296,10 @@ class Store:
                 ids[filled : filled + m] = [r[0] for r in chunk]
                 blob = b"".join(r[1] for r in chunk)
                 codes[filled : filled + m] = np.frombuffer(blob, dtype=np.uint8).reshape(m, nbytes)
+                blob = b"".join(r[2] for r in chunk)
+                descriptors[filled : filled + m] = np.frombuffer(blob, dtype=np.int8).reshape(m, dims)
                 filled += m
             removed = [r[0] for r in conn.execute("SELECT id FROM removed WHERE generation > ?", (since,))]
         if generation is None:
             removed = []
-        return CodeDelta(current, total, ids, codes, np.asarray(removed, dtype=np.int64))
+        return CodeDelta(current, total, ids, codes, descriptors, np.asarray(removed, dtype=np.int64))

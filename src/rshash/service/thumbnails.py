@@ -1,8 +1,9 @@
 """Indexed images as a browser shows them: thumbnails (cached) and originals converted when needed.
 
 Browsers display JPEG, PNG, GIF, WebP and BMP, so those files are served as they are.
-Anything else Pillow reads (GeoTIFF, 16-bit single band, ...) is decoded by the same
-rule as indexing (:func:`rshash.data.images.to_rgb8`) and re-encoded as PNG on the fly.
+TIFF (GeoTIFF, 16-bit single band, ...) is decoded by the same rule as indexing
+(:func:`rshash.data.images.to_rgb8`) and re-encoded as PNG on the fly. Other formats are
+refused (:class:`~rshash.service.decoding.FormatNotAllowed`): see :mod:`rshash.service.decoding`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..data import images as _images
-from ..data.images import UnreadableImage, to_rgb8
+from .decoding import decode, open_image
 
 #: Pillow format name -> media type, for files a browser displays without conversion.
 BROWSER_FORMATS = {
@@ -69,37 +69,13 @@ class LRUCache:
         return self._bytes
 
 
-def _open_checked(path: Path) -> Image.Image:
-    """Open an image file lazily (header only), refusing absurd pixel counts before decoding."""
-    try:  # (no warnings.catch_warnings: it swaps process-global state, unsafe across threads)
-        img = Image.open(path)
-    except FileNotFoundError as exc:  # messages name the file only: never the server's directories
-        raise UnreadableImage(f"{path.name}: file not found on the server") from exc
-    except Image.DecompressionBombError as exc:
-        raise UnreadableImage(f"{path.name}: too many pixels") from exc
-    except Exception as exc:  # not an image, permissions, Pillow's assorted parser errors
-        raise UnreadableImage(f"{path.name}: cannot open image ({type(exc).__name__})") from exc
-    if img.width * img.height > _images.MAX_PIXELS:
-        img.close()
-        raise UnreadableImage(f"{path.name}: too many pixels ({img.width}x{img.height})")
-    return img
-
-
-def _rgb(img: Image.Image, name: str):
-    try:
-        img.load()
-        return to_rgb8(img)
-    except Exception as exc:  # truncated or corrupt data
-        raise UnreadableImage(f"{name}: cannot decode image ({type(exc).__name__})") from exc
-
-
 def make_thumbnail(path: str | Path, size: int = 128, quality: int = 85) -> bytes:
     """A JPEG no larger than ``size`` x ``size`` (aspect kept) of an image file."""
     path = Path(path)
-    with _open_checked(path) as img:
+    with open_image(path, path.name) as img:
         if img.format == "JPEG":
             img.draft("RGB", (2 * size, 2 * size))  # decode at reduced scale: much faster for big JPEGs
-        thumb = Image.fromarray(_rgb(img, path.name))
+        thumb = Image.fromarray(decode(img, path.name))
     thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=quality)
@@ -109,11 +85,11 @@ def make_thumbnail(path: str | Path, size: int = 128, quality: int = 85) -> byte
 def browser_image(path: str | Path) -> tuple[bytes | None, str]:
     """``(None, media_type)`` if the file displays as it is, else ``(PNG bytes, "image/png")``."""
     path = Path(path)
-    with _open_checked(path) as img:
+    with open_image(path, path.name) as img:
         media_type = BROWSER_FORMATS.get(img.format or "")
         if media_type is not None:
             return None, media_type
-        rgb = _rgb(img, path.name)
+        rgb = decode(img, path.name)
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="PNG", compress_level=1)
     return out.getvalue(), "image/png"

@@ -1,4 +1,5 @@
-"""Retrieval metrics for Hamming ranking.
+"""Retrieval metrics from ranked relevance: the only metric code (the CLI, the evaluation suite, training and
+the benchmarks all report through :func:`report_from_relevance`).
 
 Conventions (every headline number says which it uses):
 
@@ -8,14 +9,13 @@ Conventions (every headline number says which it uses):
 * ``mAP@k`` with ``norm="found"``: AP over the top k normalised by the relevant
   items found in the top k (DeepHash-pytorch, MiLAN); ``norm="min"``: by
   ``min(k, total relevant)``.
-* Relevance: same class label.
+* Relevance: same class label; for multi-label data, at least one shared label.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .codes import hamming_matrix
 
 
 def rank_by_distance(dist: np.ndarray) -> np.ndarray:
@@ -24,7 +24,16 @@ def rank_by_distance(dist: np.ndarray) -> np.ndarray:
 
 
 def relevance_matrix(query_labels: np.ndarray, db_labels: np.ndarray, order: np.ndarray) -> np.ndarray:
-    return (np.asarray(db_labels)[order] == np.asarray(query_labels)[:, None])
+    """Relevance of the ranked database items per query.
+
+    Labels are either ``(N,)`` class ids (relevant: same class) or ``(N, L)`` bool
+    multi-hot rows (multi-label data: relevant when query and item share a label).
+    """
+    q, d = np.asarray(query_labels), np.asarray(db_labels)
+    if q.ndim == 2:
+        shared = (q.astype(np.float32) @ d.T.astype(np.float32)) > 0
+        return np.take_along_axis(shared, order, axis=1)
+    return d[order] == q[:, None]
 
 
 def average_precision(rel: np.ndarray, topk: int | None = None, norm: str = "found", total_relevant: np.ndarray | None = None) -> np.ndarray:
@@ -74,7 +83,8 @@ def tie_aware_ap(dist: np.ndarray, rel: np.ndarray) -> np.ndarray:
 
 
 def precision_at_k(rel: np.ndarray, k: int) -> np.ndarray:
-    return rel[:, :k].mean(axis=1)
+    """Relevant items in the top k divided by k (a database smaller than k cannot fill the top k)."""
+    return rel[:, :k].sum(axis=1) / k
 
 
 def recall_at_k(rel: np.ndarray, k: int) -> np.ndarray:
@@ -82,37 +92,22 @@ def recall_at_k(rel: np.ndarray, k: int) -> np.ndarray:
     return np.where(total > 0, rel[:, :k].sum(axis=1) / np.maximum(total, 1), 0.0)
 
 
-def pr_curve_by_radius(dist: np.ndarray, rel_unsorted: np.ndarray, bits: int) -> dict[str, list[float]]:
-    """Mean precision and recall of "everything within radius r", r = 0..bits."""
+def pr_curve_by_radius(dist: np.ndarray, rel_unsorted: np.ndarray, bits: int) -> dict[str, list]:
+    """Mean precision and recall of "everything within radius r", r = 0..bits.
+
+    Precision at a radius is averaged over the queries that retrieve something there
+    (``None`` where no query does); recall over all queries.
+    """
     precision, recall = [], []
     total = rel_unsorted.sum(axis=1)
     for r in range(bits + 1):
         within = dist <= r
         n = within.sum(axis=1)
         tp = (within & rel_unsorted).sum(axis=1)
-        precision.append(float(np.mean(np.where(n > 0, tp / np.maximum(n, 1), 1.0))))
+        # Precision is undefined for a query that retrieves nothing: averaged over those that retrieve something.
+        precision.append(float(np.mean(tp[n > 0] / n[n > 0])) if (n > 0).any() else None)
         recall.append(float(np.mean(np.where(total > 0, tp / np.maximum(total, 1), 0.0))))
     return {"radius": list(range(bits + 1)), "precision": precision, "recall": recall}
-
-
-def retrieval_report(
-    query_codes: np.ndarray,
-    query_labels: np.ndarray,
-    db_codes: np.ndarray,
-    db_labels: np.ndarray,
-    exclude_self: bool = False,
-    ks: tuple[int, ...] = (10, 20),
-) -> dict[str, float]:
-    """Headline metrics from packed codes: map_all, map_at_k (found and min norm), p_at_k, r_at_k."""
-    dist = hamming_matrix(query_codes, db_codes).astype(np.int64)
-    query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
-    if exclude_self:
-        # queries are the database itself: push each item's own entry to the end, then drop it
-        np.fill_diagonal(dist, np.iinfo(np.int32).max)
-    order = rank_by_distance(dist)
-    if exclude_self:
-        order = order[:, :-1]
-    return report_from_relevance(relevance_matrix(query_labels, db_labels, order), ks)
 
 
 def report_from_relevance(rel: np.ndarray, ks: tuple[int, ...] = (10, 20)) -> dict[str, float]:

@@ -1,0 +1,341 @@
+"""Coordinates and footprints: ground pixel size, lon/lat footprints, GeoJSON and CSV export, overlap suppression.
+
+Everything here speaks longitude/latitude on WGS 84 (EPSG:4326) in RFC 7946 order: **longitude first**.
+A footprint is a closed ring ``[[lon, lat], ...]`` (first point repeated last) with a counter-clockwise
+exterior, as RFC 7946 section 3.1.6 asks. Rasters are described by a CRS (anything ``pyproj.CRS`` accepts:
+an EPSG string, WKT, a rasterio or pyproj CRS) and a 6-number affine transform ``(a, b, c, d, e, f)``
+(x = a*col + b*row + c, y = d*col + e*row + f; rasterio/affine order).
+
+This module is a leaf: it imports nothing else from rshash, so the data layer, the index and the
+service can all use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyproj
+import shapely
+from shapely.geometry import Polygon
+from shapely.geometry.polygon import orient
+
+LONLAT = "EPSG:4326"
+_WEB_MERCATOR_METHOD = "popular visualisation pseudo mercator"
+
+Ring = list[list[float]]
+
+
+class CRSUnitsError(ValueError):
+    """The raster has no CRS, or a CRS whose units cannot be turned into metres."""
+
+
+# --------------------------------------------------------------------------- CRS helpers
+
+
+@lru_cache(maxsize=64)
+def _crs_from_text(text: str) -> pyproj.CRS:
+    return pyproj.CRS.from_user_input(text)
+
+
+def to_pyproj_crs(crs: Any) -> pyproj.CRS:
+    """A ``pyproj.CRS`` from an EPSG string, WKT, or a rasterio/pyproj CRS object (cached by its WKT)."""
+    if crs is None:
+        raise CRSUnitsError("the raster has no coordinate reference system")
+    if isinstance(crs, pyproj.CRS):
+        return crs
+    text = crs if isinstance(crs, str) else crs.to_wkt()
+    return _crs_from_text(text)
+
+
+@lru_cache(maxsize=64)
+def _lonlat_transformer(wkt: str) -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(pyproj.CRS.from_wkt(wkt), LONLAT, always_xy=True)
+
+
+def lonlat_transformer(crs: Any) -> pyproj.Transformer:
+    """Transformer from ``crs`` to lon/lat (``always_xy``: x/lon first), cached per CRS."""
+    return _lonlat_transformer(to_pyproj_crs(crs).to_wkt())
+
+
+def from_lonlat_transformer(crs: Any) -> pyproj.Transformer:
+    """Transformer from lon/lat to ``crs`` (``always_xy``)."""
+    return pyproj.Transformer.from_crs(LONLAT, to_pyproj_crs(crs), always_xy=True)
+
+
+def pixel_to_xy(transform: Sequence[float], cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apply an affine ``(a, b, c, d, e, f)`` to pixel coordinates (col, row); corners are integers."""
+    a, b, c, d, e, f = (float(v) for v in transform[:6])
+    cols, rows = np.asarray(cols, float), np.asarray(rows, float)
+    return a * cols + b * rows + c, d * cols + e * rows + f
+
+
+def has_lonlat(crs: Any) -> bool:
+    """Whether coordinates in ``crs`` can be transformed to lon/lat (not so for a local engineering CRS)."""
+    try:
+        lonlat_transformer(crs)
+    except (pyproj.exceptions.ProjError, CRSUnitsError):
+        return False
+    return True
+
+
+def crs_text(crs: Any) -> str | None:
+    """``"EPSG:n"`` when the CRS is exactly an EPSG one, else its WKT; None for no CRS."""
+    if crs is None:
+        return None
+    pcrs = to_pyproj_crs(crs)
+    epsg = pcrs.to_epsg(min_confidence=100)
+    return f"EPSG:{epsg}" if epsg else pcrs.to_wkt()
+
+
+def window_bounds(transform: Sequence[float], window: Sequence[float]) -> tuple[float, float, float, float]:
+    """``(left, bottom, right, top)`` in the CRS of a pixel window ``(col_off, row_off, width, height)``."""
+    c, r, w, h = window
+    xs, ys = pixel_to_xy(transform, np.array([c, c + w, c, c + w]), np.array([r, r, r + h, r + h]))
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def is_web_mercator(crs: Any) -> bool:
+    """True for EPSG:3857 and its aliases (any CRS using the Pseudo-Mercator method)."""
+    op = to_pyproj_crs(crs).coordinate_operation
+    return op is not None and op.method_name.lower() == _WEB_MERCATOR_METHOD
+
+
+def ground_pixel_size(crs: Any, transform: Sequence[float], width: int, height: int) -> tuple[float, float]:
+    """Ground size in metres of one pixel (along columns, along rows) at the raster centre.
+
+    Projected CRS: the nominal size times the unit's metre factor; Web Mercator is further corrected by
+    cos(latitude) of the centre (its nominal metres shrink on the ground away from the equator).
+    Geographic CRS: geodesic metres on the CRS's ellipsoid at the centre latitude. Raises
+    :class:`CRSUnitsError` for no CRS or a CRS without usable units.
+    """
+    pcrs = to_pyproj_crs(crs)
+    a, b, _, d, e, _ = (float(v) for v in transform[:6])
+    size_x, size_y = math.hypot(a, d), math.hypot(b, e)
+    axis = pcrs.axis_info[0] if pcrs.axis_info else None
+    if axis is None or not axis.unit_conversion_factor or axis.unit_name.lower() in ("unknown", "unit", ""):
+        raise CRSUnitsError(f"the raster CRS has no usable units: {pcrs.name!r}")
+    cx, cy = pixel_to_xy(transform, np.array([width / 2]), np.array([height / 2]))
+    if pcrs.is_geographic:
+        to_deg = math.degrees(axis.unit_conversion_factor)  # angular unit -> degrees
+        lon, lat = float(cx[0]) * to_deg, float(cy[0]) * to_deg
+        geod = pcrs.get_geod() or pyproj.Geod(ellps="WGS84")
+        dx = geod.inv(lon - size_x * to_deg / 2, lat, lon + size_x * to_deg / 2, lat)[2]
+        dy = geod.inv(lon, lat - size_y * to_deg / 2, lon, lat + size_y * to_deg / 2)[2]
+        return float(dx), float(dy)
+    metres = float(axis.unit_conversion_factor)
+    gx, gy = size_x * metres, size_y * metres
+    if is_web_mercator(pcrs):
+        _, lat = lonlat_transformer(pcrs).transform(float(cx[0]), float(cy[0]))
+        scale = math.cos(math.radians(lat))
+        gx, gy = gx * scale, gy * scale
+    return gx, gy
+
+
+# --------------------------------------------------------------------------- footprints
+
+
+def _ccw(ring: np.ndarray) -> np.ndarray:
+    """The closed ring (N+1, 2) turned counter-clockwise (positive shoelace area) if it is not."""
+    x, y = ring[:, 0], ring[:, 1]
+    area2 = float(np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]))
+    return ring[::-1].copy() if area2 < 0 else ring
+
+
+def window_ring_pixels(col_off: float, row_off: float, width: float, height: float, densify: int = 4) -> np.ndarray:
+    """Pixel-space closed ring around a window: 4 corners plus ``densify - 1`` points inside each edge."""
+    t = np.linspace(0.0, 1.0, max(1, densify), endpoint=False)
+    c0, r0, c1, r1 = col_off, row_off, col_off + width, row_off + height
+    edges = [
+        (c0 + (c1 - c0) * t, np.full_like(t, r0)),  # top, left to right
+        (np.full_like(t, c1), r0 + (r1 - r0) * t),  # right, top to bottom
+        (c1 - (c1 - c0) * t, np.full_like(t, r1)),  # bottom, right to left
+        (np.full_like(t, c0), r1 - (r1 - r0) * t),  # left, bottom to top
+    ]
+    cols = np.concatenate([e[0] for e in edges] + [[c0]])
+    rows = np.concatenate([e[1] for e in edges] + [[r0]])
+    return np.stack([cols, rows], axis=1)
+
+
+def footprint_lonlat(crs: Any, transform: Sequence[float], window: Sequence[float], densify: int = 4) -> Ring:
+    """Lon/lat footprint of a pixel window ``(col_off, row_off, width, height)``: a closed CCW ring.
+
+    The window's edges are densified (``densify`` points per edge) before the transform, so a footprint
+    in a CRS far from lon/lat (polar, Web Mercator at high latitude) keeps its curved edges.
+    """
+    px = window_ring_pixels(*window, densify=densify)
+    x, y = pixel_to_xy(transform, px[:, 0], px[:, 1])
+    lon, lat = lonlat_transformer(crs).transform(x, y)
+    ring = _ccw(np.stack([np.asarray(lon, float), np.asarray(lat, float)], axis=1))
+    return ring.tolist()
+
+
+def centre_lonlat(crs: Any, transform: Sequence[float], window: Sequence[float]) -> tuple[float, float]:
+    """Lon/lat of the window's centre (the footprint's centroid, up to the curvature of the projection)."""
+    col_off, row_off, width, height = window
+    x, y = pixel_to_xy(transform, np.array([col_off + width / 2]), np.array([row_off + height / 2]))
+    lon, lat = lonlat_transformer(crs).transform(float(x[0]), float(y[0]))
+    return float(lon), float(lat)
+
+
+def ring_bbox(ring: Sequence[Sequence[float]]) -> tuple[float, float, float, float]:
+    """``(lon_min, lat_min, lon_max, lat_max)`` of a ring (no antimeridian handling)."""
+    arr = np.asarray(ring, float)
+    return float(arr[:, 0].min()), float(arr[:, 1].min()), float(arr[:, 0].max()), float(arr[:, 1].max())
+
+
+def to_polygon(footprint: Any) -> Polygon | None:
+    """A shapely polygon from a ring, a GeoJSON Polygon mapping, or a polygon; None stays None."""
+    if footprint is None or isinstance(footprint, Polygon):
+        return footprint
+    if isinstance(footprint, Mapping):
+        return shapely.geometry.shape(footprint)
+    return Polygon(footprint)
+
+
+# --------------------------------------------------------------------------- overlap suppression
+
+
+def overlap(a: Any, b: Any, measure: str = "fraction") -> float:
+    """Overlap of two footprints: ``"fraction"`` = intersection / smaller area, or ``"iou"``.
+
+    Areas are taken in lon/lat degrees: for chip-sized footprints the ratio is the ground ratio.
+    """
+    pa, pb = to_polygon(a), to_polygon(b)
+    if pa is None or pb is None:
+        return 0.0
+    inter = pa.intersection(pb).area
+    if measure == "iou":
+        union = pa.union(pb).area
+        return inter / union if union > 0 else 0.0
+    if measure != "fraction":
+        raise ValueError(f"unknown overlap measure {measure!r} (fraction or iou)")
+    smaller = min(pa.area, pb.area)
+    return inter / smaller if smaller > 0 else 0.0
+
+
+def suppress_overlaps(footprints: Sequence[Any], max_overlap: float, measure: str = "fraction") -> list[int]:
+    """Indices of the footprints to keep, in rank order: a footprint overlapping an already kept one by more
+    than ``max_overlap`` (see :func:`overlap`) is dropped. A footprint that is None is always kept."""
+    polys = [to_polygon(f) for f in footprints]
+    present = [i for i, p in enumerate(polys) if p is not None]
+    tree = shapely.STRtree([polys[i] for i in present]) if present else None
+    kept: list[int] = []
+    kept_set: set[int] = set()
+    for i, poly in enumerate(polys):
+        if poly is None:
+            kept.append(i)
+            continue
+        hits = [present[j] for j in tree.query(poly, predicate="intersects")]
+        if any(j in kept_set and overlap(poly, polys[j], measure) > max_overlap for j in hits):
+            continue
+        kept.append(i)
+        kept_set.add(i)
+    return kept
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _as_mapping(result: Any) -> dict[str, Any]:
+    """A result as a plain dict: mappings as is, dataclasses via ``asdict``, else ``to_dict()``."""
+    if isinstance(result, Mapping):
+        return dict(result)
+    if dataclasses.is_dataclass(result):
+        return dataclasses.asdict(result)
+    return dict(result.to_dict())
+
+
+def _jsonable(value: Any) -> Any:
+    """Numpy scalars/arrays, tuples and paths turned into JSON types."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def polygon_geometry(footprint: Any, precision: int = 7) -> dict[str, Any] | None:
+    """RFC 7946 Polygon geometry: lon/lat, closed, exterior counter-clockwise, rounded to ``precision``."""
+    poly = to_polygon(footprint)
+    if poly is None or poly.is_empty:
+        return None
+    poly = orient(poly, sign=1.0)
+    ring = [[round(x, precision), round(y, precision)] for x, y in poly.exterior.coords]
+    if ring[0] != ring[-1]:
+        ring.append(list(ring[0]))
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def feature_collection(results: Iterable[Any], footprint_key: str = "footprint", precision: int = 7) -> dict:
+    """A GeoJSON FeatureCollection: one Feature per result, its footprint as the Polygon geometry
+    (null when it has none) and every other field as a property."""
+    features = []
+    for result in results:
+        props = _as_mapping(result)
+        geometry = polygon_geometry(props.pop(footprint_key, None), precision)
+        feature: dict[str, Any] = {"type": "Feature", "geometry": geometry, "properties": _jsonable(props)}
+        if geometry is not None:
+            feature["bbox"] = list(ring_bbox(geometry["coordinates"][0]))
+        features.append(feature)
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_geojson(path: str | Path, results: Iterable[Any], **kwargs: Any) -> Path:
+    """Write :func:`feature_collection` to ``path`` (UTF-8 JSON)."""
+    path = Path(path)
+    path.write_text(json.dumps(feature_collection(results, **kwargs)), encoding="utf-8")
+    return path
+
+
+def _lonlat_of(props: Mapping[str, Any], footprint_key: str) -> tuple[Any, Any]:
+    """(lon, lat) of a result: its ``lon``/``lat`` fields, else its ``centroid``, else its footprint's centroid."""
+    if props.get("lon") is not None and props.get("lat") is not None:
+        return props["lon"], props["lat"]
+    if props.get("centroid") is not None:
+        lon, lat = props["centroid"]
+        return lon, lat
+    poly = to_polygon(props.get(footprint_key))
+    if poly is None:
+        return None, None
+    c = poly.centroid
+    return c.x, c.y
+
+
+def results_csv(results: Iterable[Any], footprint_key: str = "footprint") -> str:
+    """CSV text: ``lon,lat`` then every scalar field of the results (footprints and lists left out)."""
+    rows = []
+    for result in results:
+        props = _as_mapping(result)
+        lon, lat = _lonlat_of(props, footprint_key)
+        scalars = {k: _jsonable(v) for k, v in props.items()
+                   if k not in ("lon", "lat") and not isinstance(v, (Mapping, list, tuple, np.ndarray))}
+        rows.append({"lon": lon, "lat": lat, **scalars})
+    fields: list[str] = ["lon", "lat"]
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, results: Iterable[Any], **kwargs: Any) -> Path:
+    """Write :func:`results_csv` to ``path``."""
+    path = Path(path)
+    path.write_text(results_csv(results, **kwargs), encoding="utf-8")
+    return path

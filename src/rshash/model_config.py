@@ -1,0 +1,113 @@
+"""The one schema of a model's ``config.json``: :class:`ModelConfig` and :func:`read_config`.
+
+Torch-free, so that searching and serving (which read a model's code length,
+fingerprint and input size) never import torch. Everything that reads or writes
+a model's config goes through this module: the model (``model.py``), the model
+directory (``model_dir.py``), the ONNX encoder and the index.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from .io_utils import recover_directory
+
+#: Version of the model directory layout; bump on incompatible change.
+FORMAT_VERSION = 2
+
+#: Backbone stages whose pooled outputs are the hierarchical levels, and the stage the backbone is cut at.
+DEFAULT_TAPS = ("stage3", "stage4", "stage5", "stage6", "head")
+DEFAULT_CUT = "stage5"
+
+CONFIG_NAME = "config.json"
+
+
+class ModelDirError(ValueError):
+    """The directory is not a usable rshash model."""
+
+
+class ModelNotFoundError(ModelDirError, FileNotFoundError):
+    """There is no model (no ``config.json``) at the given path."""
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model, and what a saved one records (``config.json``).
+
+    ``input_size`` (the encoder's pixel size) and ``fingerprint`` (see
+    :func:`rshash.model_dir.content_fingerprint`) are set when the model is saved.
+    """
+
+    bits: int = 32
+    backbone: str = "efficientnet-lite0"
+    taps: Sequence[str] = DEFAULT_TAPS
+    cut: str = DEFAULT_CUT
+    cell: str = "lstm"
+    width: int = 256
+    dropout: float = 0.2
+    descriptor_dims: int = 128
+    class_names: list[str] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+    input_size: int | None = None
+    fingerprint: str | None = None
+
+    def to_dict(self, fingerprint: bool = True) -> dict[str, Any]:
+        """JSON-ready; unset ``input_size`` / ``fingerprint`` are left out (as is the fingerprint if not wanted)."""
+        d = asdict(self)
+        d["taps"] = list(self.taps)
+        for key in ("input_size", "fingerprint"):
+            if d[key] is None or (key == "fingerprint" and not fingerprint):
+                del d[key]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """From a config dict (unknown keys are ignored)."""
+        known = {k: v for k, v in d.items() if k in _FIELDS}
+        known["taps"] = tuple(known.get("taps", DEFAULT_TAPS))
+        known["class_names"] = list(known.get("class_names", []))
+        return cls(**known)
+
+
+_FIELDS = {f.name for f in fields(ModelConfig)}
+#: Fields a saved model must have, with their JSON types.
+_REQUIRED = {"bits": int, "descriptor_dims": int, "input_size": int, "fingerprint": str}
+
+
+def read_config(model_dir: str | Path) -> ModelConfig:
+    """The config of a saved model directory, checked; a clear :class:`ModelDirError` for anything unusable.
+
+    :class:`ModelNotFoundError` (also a ``FileNotFoundError``) when there is no ``config.json``.
+    """
+    path = Path(model_dir) / CONFIG_NAME
+    if not path.is_file() and recover_directory(model_dir) is None:
+        raise ModelNotFoundError(f"not an rshash model directory (no {CONFIG_NAME}): {model_dir}")
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(f"not an rshash model directory (no {CONFIG_NAME}): {model_dir}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"unreadable {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ModelDirError(f"{path} is not a JSON object")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelDirError(
+            f"model format version {version} is not supported by this rshash (expects {FORMAT_VERSION}): {model_dir}"
+        )
+    for key, kind in _REQUIRED.items():
+        value = raw.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ModelDirError(f"{path}: {key!r} is missing or not a {kind.__name__} (got {value!r})")
+    try:
+        return ModelConfig.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise ModelDirError(f"{path}: {exc}") from exc
+
+
+def has_model(model_dir: str | Path) -> bool:
+    """Whether ``model_dir`` holds a model's config (after recovering an interrupted replacement)."""
+    return (Path(model_dir) / CONFIG_NAME).is_file() or recover_directory(model_dir) is not None

@@ -1,0 +1,95 @@
+"""Two-stage ranking: a Hamming shortlist, re-ranked by descriptor similarity, then a tie-break by id.
+
+One implementation, used by the index for one query and by the evaluation suite
+for a matrix of queries, so the numbers reported are the order users get.
+
+1. **Shortlist**: the ``shortlist`` items nearest by Hamming distance (ties by id).
+2. **Re-rank** the shortlist by ``score = (1 - weight) * hamming / bits + weight * (1 - cosine) / 2``
+   where ``cosine`` is the similarity of the stored descriptors (int8, see
+   :func:`quantize_descriptors`); items past the shortlist follow in Hamming order.
+3. **Tie-break**: equal scores by higher similarity, then by smaller id, so the order is
+   the same on every path (flat or IVF, before or after a rebuild).
+
+``rerank=False`` is the Hamming-only order: distance, then id. Defaults are chosen on
+validation (``benchmarks/select_defaults.py``), never on test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Items re-ranked per query: 1000 covers the relevant items of every UCMD protocol and costs
+#: well under 1 ms (benchmarks/results/ucmd_hashing.json, ``rerank_ms_per_query_1000``).
+DEFAULT_SHORTLIST = 1000
+#: Weight of the descriptor in the re-rank score (0 = Hamming with descriptor tie-break); chosen on
+#: validation folds (benchmarks/results/select_defaults.json: 0.9 of 0, 0.25, 0.5, 0.75, 0.9 scored the best
+#: mean over seen and validation-unseen classes; seen classes alone prefer 0.25-0.5).
+DEFAULT_WEIGHT = 0.9
+
+
+def quantize_descriptors(descriptors: np.ndarray) -> np.ndarray:
+    """``float (N, D)`` -> ``int8 (N, D)``: each row scaled so its largest component is +-127.
+
+    Cosine similarity does not depend on a row's scale, so no scale is stored; a
+    query quantised the same way as its stored copy has similarity exactly 1 with it.
+    """
+    d = np.asarray(descriptors, dtype=np.float32)
+    if d.ndim != 2:
+        raise ValueError(f"expected (N, D) descriptors, got shape {d.shape}")
+    peak = np.abs(d).max(axis=1, keepdims=True)
+    return np.round(d / np.where(peak > 0, peak, 1.0) * 127).astype(np.int8)
+
+
+def descriptor_norms(quantized: np.ndarray) -> np.ndarray:
+    """L2 norms of int8 descriptors (float32), zero rows given norm 1."""
+    norms = np.linalg.norm(np.asarray(quantized, dtype=np.float32), axis=1)
+    return np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+def cosine_similarity(queries: np.ndarray, database: np.ndarray, db_norms: np.ndarray | None = None) -> np.ndarray:
+    """``(Q, N)`` cosine similarity of int8 descriptors."""
+    q = np.asarray(queries, dtype=np.float32)
+    d = np.asarray(database, dtype=np.float32)
+    norms = descriptor_norms(database) if db_norms is None else db_norms
+    return (q @ d.T) / descriptor_norms(queries)[:, None] / norms[None, :]
+
+
+def rerank_scores(hamming: np.ndarray, similarity: np.ndarray, bits: int, weight: float) -> np.ndarray:
+    """Lower is better: the blend of normalised Hamming distance and descriptor distance."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"re-rank weight must be in [0, 1], got {weight}")
+    return (1.0 - weight) * np.asarray(hamming, dtype=np.float64) / bits + weight * (1.0 - similarity) / 2.0
+
+
+def two_stage_order(
+    hamming: np.ndarray,
+    ids: np.ndarray,
+    bits: int,
+    similarity: np.ndarray | None = None,
+    *,
+    rerank: bool = True,
+    shortlist: int = DEFAULT_SHORTLIST,
+    weight: float = DEFAULT_WEIGHT,
+    prefer: int | None = None,
+) -> np.ndarray:
+    """Column order per query for ``(Q, M)`` candidate distances; ``ids`` are ``(M,)`` or ``(Q, M)``.
+
+    With ``rerank`` and a ``similarity`` matrix, the first ``shortlist`` columns of the
+    Hamming order are re-ranked by :func:`rerank_scores`; otherwise the Hamming order alone.
+    ``prefer``: an id that wins exact ties before the id order (the query's own indexed item,
+    so a file that is indexed twice under two paths finds the path it was asked with first).
+    """
+    hamming = np.atleast_2d(np.asarray(hamming))
+    ids = np.broadcast_to(np.asarray(ids), hamming.shape)
+    other = ids != prefer if prefer is not None else np.zeros(hamming.shape, dtype=bool)
+    first = np.lexsort((ids, other, hamming), axis=-1)
+    if not rerank or similarity is None or hamming.shape[1] == 0:
+        return first
+    if shortlist < 1:
+        raise ValueError(f"shortlist must be >= 1, got {shortlist}")
+    head = first[:, : min(shortlist, hamming.shape[1])]
+    take = lambda a: np.take_along_axis(np.broadcast_to(a, hamming.shape), head, axis=1)  # noqa: E731
+    sim = take(np.atleast_2d(similarity))
+    score = rerank_scores(take(hamming), sim, bits, weight)
+    head = np.take_along_axis(head, np.lexsort((take(ids), take(other), -sim, score), axis=-1), axis=1)
+    return np.concatenate([head, first[:, head.shape[1] :]], axis=1)

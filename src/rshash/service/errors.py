@@ -1,0 +1,61 @@
+"""Every error as ``{"detail": "one clear message"}`` with a 4xx (or 5xx) status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..data.images import UnreadableImage
+from .decoding import FormatNotAllowed, TooManyPixels
+
+log = logging.getLogger("rshash.service")
+
+
+def image_error(exc: UnreadableImage, otherwise: int, prefix: str = "") -> HTTPException:
+    """The HTTP error for an image that cannot be used: 413 too many pixels, 422 format refused, else ``otherwise``."""
+    if isinstance(exc, TooManyPixels):
+        status = 413
+    elif isinstance(exc, FormatNotAllowed):
+        status = 422
+    else:
+        status = otherwise
+    return HTTPException(status_code=status, detail=f"{prefix}{exc}")
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _server_error)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = []
+    for err in exc.errors():
+        where = [str(p) for p in err.get("loc", ()) if p not in ("query", "body", "path", "form")]
+        name = ".".join(where) or "request"
+        if err.get("type") == "missing":
+            parts.append(f"{name} is required")
+        else:
+            parts.append(f"{name}: {err.get('msg', 'invalid')}" + _got(err))
+    return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("error serving %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+
+def _got(err: dict) -> str:
+    value = err.get("input")
+    if isinstance(value, (str, int, float)) and len(str(value)) <= 40:
+        return f", got {value!r}"
+    return ""

@@ -1,0 +1,195 @@
+"""Places: the map page and the geo API over an index of raster chips.
+
+* ``GET /map``                                   the map page (Leaflet, vendored; no tiles, no CDN)
+* ``GET /api/geo/rasters``                       indexed rasters with lon/lat bounds and overlay URLs
+* ``GET /api/geo/rasters/{id}/overlay.png``      the raster warped to Web Mercator (PNG, cached on disk)
+* ``GET /api/geo/chips/{id}/thumbnail``          a chip read again from its raster (JPEG)
+* ``GET /api/geo/search``                        by ``lon`` & ``lat`` (the chip there), ``box`` (read and
+  encoded now) or ``id`` (repeatable: examples combined); filters ``aoi``, ``radius``; ``k``,
+  ``max_overlap``; ``format=json|geojson|csv``
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from ... import geo
+from ...data.rasters import RasterError
+from ...index.geo_search import MAX_OVERLAP, GeoHit, GeoQuery, PlaceNotIndexed, parse_box, parse_lonlat
+from ..deps import Service, ServiceDep
+from ..overlays import MAX_SIDE, OverlayCache, overlay_plan, render_overlay
+from ..schemas import DEFAULT_K, K_MAX
+from .about import STATIC_DIR
+
+router = APIRouter(tags=["places"])
+
+_STATE_LOCK = threading.Lock()
+IMAGE_HEADERS = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+
+
+def _overlays(request: Request, service: Service) -> OverlayCache:
+    """The app's overlay cache (made on first use)."""
+    with _STATE_LOCK:
+        cache = getattr(request.app.state, "overlays", None)
+        if cache is None:
+            cache = request.app.state.overlays = OverlayCache(service.index.path)
+    return cache
+
+
+def _http(exc: Exception) -> HTTPException:
+    if isinstance(exc, (PlaceNotIndexed, RasterError)):
+        return HTTPException(status_code=404, detail=str(exc))
+    return HTTPException(status_code=422, detail=str(exc))
+
+
+@router.get("/map", include_in_schema=False)
+def map_page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "map.html", media_type="text/html")
+
+
+@router.get("/api/geo/rasters")
+def rasters(service: ServiceDep) -> dict:
+    """Indexed rasters: id, name, size, CRS, ground resolution, chips, lon/lat bounds, and the overlay's URL
+    with the lon/lat corners to place it at (null for a raster without a CRS)."""
+    out = []
+    for r in service.index.rasters():
+        overlay = None
+        if r["bounds"] is not None:
+            plan = overlay_plan(r, MAX_SIDE)
+            overlay = {"url": f"/api/geo/rasters/{r['id']}/overlay.png", "bounds": list(plan.bounds),
+                       "width": plan.width, "height": plan.height}
+        out.append({k: r[k] for k in ("id", "name", "width", "height", "crs", "gsd", "bands", "chips", "bounds")}
+                   | {"overlay": overlay})
+    boxes = [r["bounds"] for r in out if r["bounds"] is not None]
+    extent = None if not boxes else [min(b[0] for b in boxes), min(b[1] for b in boxes),
+                                     max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return {"rasters": out, "bounds": extent, "chips": sum(r["chips"] for r in out)}
+
+
+@router.get("/api/geo/rasters/{raster_id}/overlay.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "RGBA PNG in Web Mercator"}})
+async def overlay(request: Request, service: ServiceDep, raster_id: Annotated[int, PathParam(ge=1)]) -> Response:
+    """The raster as indexed (bands, stretch), warped to Web Mercator; transparent outside its data."""
+    cache = _overlays(request, service)
+
+    def render() -> bytes:
+        readers = service.index.geo.readers
+        try:
+            row = readers.row(raster_id)
+        except RasterError as exc:
+            raise _http(exc) from exc
+        data = cache.get(row, MAX_SIDE)
+        if data is None:
+            try:
+                with readers.source(raster_id, 64) as source:
+                    data = render_overlay(source, row, MAX_SIDE)
+            except (RasterError, ValueError) as exc:
+                raise _http(exc) from exc
+            cache.put(row, MAX_SIDE, data)
+        return data
+
+    async with service.large_decodes():
+        data = await run_in_threadpool(render)
+    return Response(data, media_type="image/png", headers=IMAGE_HEADERS)
+
+
+@router.get("/api/geo/chips/{id}/thumbnail", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG"}})
+def chip_thumbnail(service: ServiceDep, id: Annotated[int, PathParam(ge=0)]) -> Response:
+    """A chip's pixels (as they were encoded), read again from its raster, as a small JPEG."""
+    key = ("chip", id)
+    data = service.thumbnails.get(key)
+    if data is None:
+        try:
+            pixels = service.index.geo.chip_pixels(id, service.settings.thumbnail_size)
+        except (PlaceNotIndexed, RasterError) as exc:
+            raise _http(exc) from exc
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=85)
+        data = buf.getvalue()
+        service.thumbnails.put(key, data)
+    return Response(data, media_type="image/jpeg", headers=IMAGE_HEADERS)
+
+
+Format = Literal["json", "geojson", "csv"]
+
+
+@router.get("/api/geo/search", responses={200: {"content": {"application/json": {}, "application/geo+json": {},
+                                                             "text/csv": {}}}})
+def search(
+    service: ServiceDep,
+    lon: Annotated[float | None, Query(ge=-180, le=180, description="query point longitude (with lat)")] = None,
+    lat: Annotated[float | None, Query(ge=-90, le=90, description="query point latitude (with lon)")] = None,
+    box: Annotated[str | None, Query(description="query box LONMIN,LATMIN,LONMAX,LATMAX, read and encoded now")] = None,
+    id: Annotated[list[int] | None, Query(description="indexed item(s); several: examples combined")] = None,
+    raster: Annotated[int | None, Query(ge=1, description="with lon/lat or box: the raster to use")] = None,
+    aoi: Annotated[str | None, Query(description="area of interest LONMIN,LATMIN,LONMAX,LATMAX")] = None,
+    radius: Annotated[int | None, Query(ge=0, description="only results within this Hamming distance")] = None,
+    k: Annotated[int | None, Query(ge=1, le=K_MAX, description=f"number of results (default {DEFAULT_K})")] = None,
+    max_overlap: Annotated[float, Query(ge=0, le=1, description="near-duplicate threshold (overlap fraction)")] = MAX_OVERLAP,
+    rerank: bool = True,
+    format: Annotated[Format, Query(description="json (default), geojson (FeatureCollection) or csv")] = "json",
+) -> Response:
+    """Places like a point, a box or indexed chips: rank, distance, lon/lat, footprint, raster and window."""
+    started = time.perf_counter()
+    given = sum((lon is not None or lat is not None, box is not None, bool(id)))
+    if given != 1 or (lon is None) != (lat is None):
+        raise HTTPException(status_code=422, detail="give one query: lon and lat, box, or id (repeatable)")
+    if radius is not None and radius > service.index.bits:
+        raise HTTPException(status_code=422, detail=f"radius must be in 0..{service.index.bits} (the code length)")
+    if k is None:
+        k = DEFAULT_K if radius is None else K_MAX
+    try:
+        area = None if aoi is None else parse_box(aoi)
+        query = _query(service, lon, lat, box, id, raster)
+        hits = service.index.geo.search(query, k, aoi=area, radius=radius, max_overlap=max_overlap, rerank=rerank)
+    except (PlaceNotIndexed, RasterError, ValueError) as exc:
+        raise _http(exc) from exc
+    results = [_result(h) for h in hits]
+    if format == "geojson":
+        return JSONResponse(geo.feature_collection(results), media_type="application/geo+json",
+                            headers={"Content-Disposition": 'attachment; filename="hits.geojson"'})
+    if format == "csv":
+        return Response(geo.results_csv(results), media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="hits.csv"'})
+    described = dict(query.described) | {"footprints": [geo.polygon_geometry(f) for f in query.footprints]}
+    return JSONResponse({
+        "query": described, "k": k, "radius": radius, "aoi": None if area is None else list(area),
+        "max_overlap": max_overlap, "rerank": rerank,
+        "query_ms": round((time.perf_counter() - started) * 1000, 3), "count": len(results), "results": results,
+    })
+
+
+def _query(service: Service, lon: float | None, lat: float | None, box: str | None, ids: list[int] | None,
+           raster: int | None) -> GeoQuery:
+    geo_search = service.index.geo
+    if lon is not None:
+        return geo_search.point_query(*parse_lonlat((lon, lat)), raster=raster)
+    if box is not None:
+        service.load_encoder()  # 503 with a clear message when the model is missing
+        return geo_search.box_query(parse_box(box), raster=raster)
+    missing = [i for i in ids if service.index.get(i) is None]
+    if missing:
+        raise PlaceNotIndexed(f"no item with id {missing[0]} in the index")
+    return geo_search.id_query(ids)
+
+
+def _result(h: GeoHit) -> dict:
+    """A hit as the API returns it: the raster by file name only (never the server's paths)."""
+    name = Path(h.raster).name if h.raster else None
+    return {
+        "rank": h.rank, "id": h.id, "distance": h.distance, "score": h.score, "similarity": h.similarity,
+        "lon": h.lon, "lat": h.lat, "footprint": h.footprint, "raster": name, "raster_id": h.raster_id,
+        "window": None if h.window is None else list(h.window), "label": h.label,
+        "thumbnail_url": f"/api/geo/chips/{h.id}/thumbnail" if h.window is not None else f"/api/images/{h.id}/thumbnail",
+    }

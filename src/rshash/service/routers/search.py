@@ -1,0 +1,122 @@
+"""``/api/search``: by an indexed image's id (GET) or by an uploaded image (POST); one index search each."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ...index import Hit
+from ..deps import SearchQuery, ServiceDep
+from ..schemas import DEFAULT_K, INVALID, K_MAX, NOT_FOUND, UNLABELLED, UPLOAD_ERRORS, SearchResponse
+from ..uploads import EncodeSlotRoute, decode_upload, read_upload, upload_name
+
+router = APIRouter(tags=["search"])
+
+_K = f"number of results (default {DEFAULT_K}; with a radius, everything within it up to {K_MAX})"
+_RADIUS = "only results within this Hamming distance (0..code length)"
+_LABEL = f"only results of this class ({UNLABELLED!r}: images without one); filtered inside the index"
+_RERANK = (
+    "re-rank the Hamming shortlist by descriptor similarity (default true); false: Hamming distance order, "
+    "ties by id"
+)
+
+KParam = Annotated[int | None, Query(ge=1, le=K_MAX, description=_K)]
+RadiusParam = Annotated[int | None, Query(ge=0, description=_RADIUS)]
+LabelParam = Annotated[str | None, Query(description=_LABEL)]
+RerankParam = Annotated[bool, Query(description=_RERANK)]
+
+
+@router.get("/api/search", response_model=SearchResponse, responses=NOT_FOUND | INVALID)
+def search_by_id(
+    service: ServiceDep,
+    id: Annotated[int, Query(ge=0, description="id of an indexed image (it is excluded from its results)")],
+    k: KParam = None,
+    radius: RadiusParam = None,
+    label: LabelParam = None,
+    rerank: RerankParam = True,
+) -> JSONResponse:
+    """The best indexed images for an indexed one ("more like this")."""
+    started = time.perf_counter()
+    q = service.check_query(k, radius, label, rerank)
+    return search_response({"id": id}, q, service.search(id, q), started)
+
+
+async def search_by_image(
+    service: ServiceDep,
+    image: Annotated[UploadFile, File(description="query image (JPEG, PNG, TIFF, WebP, BMP or GIF)")],
+    k: KParam = None,
+    radius: RadiusParam = None,
+    label: LabelParam = None,
+    rerank: RerankParam = True,
+    k_form: Annotated[int | None, Form(alias="k", ge=1, le=K_MAX, description="as the query parameter")] = None,
+    radius_form: Annotated[int | None, Form(alias="radius", ge=0, description="as the query parameter")] = None,
+    label_form: Annotated[str | None, Form(alias="label", description="as the query parameter")] = None,
+    rerank_form: Annotated[bool | None, Form(alias="rerank", description="as the query parameter")] = None,
+) -> JSONResponse:
+    """The best indexed images for an uploaded image (form fields override query parameters)."""
+    started = time.perf_counter()
+    q = await run_in_threadpool(
+        service.check_query,
+        k_form if k_form is not None else k,
+        radius_form if radius_form is not None else radius,
+        label_form if label_form is not None else label,
+        rerank_form if rerank_form is not None else rerank,
+    )
+    settings = service.settings
+    data = await read_upload(image, settings.max_upload_bytes, settings.upload_too_large)
+    name = upload_name(image)
+    rgb = await run_in_threadpool(decode_upload, data, name, settings.max_pixels)
+    del data
+    hits = await run_in_threadpool(service.search, rgb, q)
+    query = {"filename": name.strip("'\""), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
+    return search_response(query, q, hits, started)
+
+
+# The upload route holds an encode slot from before its body is read (see rshash.service.uploads).
+router.add_api_route(
+    "/api/search",
+    search_by_image,
+    methods=["POST"],
+    response_model=SearchResponse,
+    responses=UPLOAD_ERRORS,
+    route_class_override=EncodeSlotRoute,
+)
+
+
+def search_response(query: dict, q: SearchQuery, hits: list[Hit], started: float) -> JSONResponse:
+    """The answer (shaped as :class:`SearchResponse`), returned as is: FastAPI's re-validation of
+    the response model would cost as much as the search itself."""
+    return JSONResponse({
+        "query": query,
+        "k": q.k,
+        "radius": q.radius,
+        "label": q.label,
+        "rerank": q.rerank,
+        "query_ms": round((time.perf_counter() - started) * 1000, 3),
+        "count": len(hits),
+        "results": [
+            {
+                "rank": h.rank,
+                "id": h.id,
+                "distance": h.distance,
+                "score": h.score,
+                "similarity": h.similarity,
+                "label": h.label,
+                "path": display_path(h.path),
+                "thumbnail_url": f"/api/images/{h.id}/thumbnail",
+                "image_url": f"/api/images/{h.id}",
+            }
+            for h in hits
+        ],
+    })
+
+
+def display_path(path: str) -> str:
+    """``parent/name``: enough to recognise an image, without the server's directory layout."""
+    parts = path.rsplit(os.sep, 2)  # plain string work: this runs for every result
+    return f"{parts[-2]}/{parts[-1]}" if len(parts) > 1 and parts[-2] else parts[-1]
