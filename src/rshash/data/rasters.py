@@ -28,6 +28,7 @@ The rules, in one place:
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -288,7 +289,7 @@ class RasterSource:
         target = resolve_gsd(gsd, None if native is None else sum(native) / 2, model_gsd)
         self.plan = self._plan(native, target, int(tile), overlap)
         self.info = RasterInfo(
-            path=str(Path(ds.name).resolve()), sha256=file_sha256(ds.name), crs=geo.crs_text(ds.crs),
+            path=os.path.abspath(ds.name), sha256=file_sha256(ds.name), crs=geo.crs_text(ds.crs),
             transform=tuple(float(v) for v in tuple(ds.transform)[:6]), width=ds.width, height=ds.height,
             count=ds.count, bands=self.bands, dtype=ds.dtypes[self.bands[0] - 1],
             stretch=stretch or compute_stretch(ds, self.bands, self.mask_bands),
