@@ -49,17 +49,23 @@ class ModelConfig:
     width: int = 256
     dropout: float = 0.2
     descriptor_dims: int = 128
+    encoder_precision: str = "float32"  # "int8": a statically quantised encoder (rshash quantize)
     class_names: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     input_size: int | None = None
     fingerprint: str | None = None
 
     def to_dict(self, fingerprint: bool = True) -> dict[str, Any]:
-        """JSON-ready; unset ``input_size`` / ``fingerprint`` are left out (as is the fingerprint if not wanted)."""
+        """JSON-ready; unset ``input_size`` / ``fingerprint`` are left out (as is the fingerprint if not wanted),
+        and so are fields added later while at their default (``_LATER_DEFAULTS``), so adding one does not
+        change the fingerprints of the models saved before it."""
         d = asdict(self)
         d["taps"] = list(self.taps)
         for key in ("input_size", "fingerprint"):
             if d[key] is None or (key == "fingerprint" and not fingerprint):
+                del d[key]
+        for key, default in _LATER_DEFAULTS.items():
+            if d.get(key) == default:
                 del d[key]
         return d
 
@@ -73,6 +79,8 @@ class ModelConfig:
 
 
 _FIELDS = {f.name for f in fields(ModelConfig)}
+#: Fields added after format 2 was first written, with the default that older configs imply.
+_LATER_DEFAULTS = {"encoder_precision": "float32"}
 #: Fields a saved model must have, with their JSON types.
 _REQUIRED = {"bits": int, "descriptor_dims": int, "input_size": int, "fingerprint": str}
 

@@ -37,7 +37,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--kind", choices=KIND_CHOICES, help="search structure: flat (exact, default), multihash or ivf (sub-linear)"
     )
+    parser.add_argument("--backend", choices=("faiss", "milvus"),
+                        help="where a new index keeps its codes for search: faiss (embedded, default) or milvus")
+    parser.add_argument("--uri", metavar="URI", help="with --backend milvus: a Milvus Lite file (*.db; default "
+                        "INDEX_DIR/milvus.db) or a Milvus server address such as http://host:19530")
     parser.add_argument("--batch-size", type=int, default=32, help="images encoded and committed together")
+    engine = parser.add_argument_group("encoding engine (with --images)")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local (this process, default) or ray (read and encode on a Ray cluster, commit here)")
+    engine.add_argument("--address", metavar="auto|ray://HOST:PORT",
+                        help="with --engine ray: the Ray cluster (default: $RAY_ADDRESS, else a new local Ray)")
+    engine.add_argument("--workers", type=int, metavar="N",
+                        help="with --engine ray: encoder actors, one ONNX Runtime session each "
+                        "(default: cluster CPUs / $RSHASH_THREADS)")
     rasters = parser.add_argument_group("rasters (with --rasters)")
     rasters.add_argument("--tile", type=int, default=256,
                          help="chip size in pixels at the target ground resolution (default 256)")
@@ -81,10 +93,15 @@ def run(args: argparse.Namespace) -> int:
     if args.remove:
         with Index.open(args.out, args.model) as index:
             return _remove(index, args.remove)
+    if args.engine != "ray" and (args.address is not None or args.workers is not None):
+        raise SystemExit("rshash index: --address and --workers go with --engine ray")
     if args.rasters:
+        if args.engine == "ray":
+            raise SystemExit("rshash index: --engine ray encodes --images (folders, manifests); rasters run locally")
         return _add_rasters(args)
-    with Index.open_or_create(args.out, args.model, args.kind) as index:
-        report = index.add_paths(args.images, batch_size=args.batch_size)
+    with Index.open_or_create(args.out, args.model, args.kind, args.backend, args.uri) as index:
+        report = index.add_paths(args.images, batch_size=args.batch_size, engine=args.engine, address=args.address,
+                                 workers=args.workers)
         stats = index.stats()
     report_path = args.out / REPORT_NAME
     atomic_write_text(report_path, json.dumps({"images": str(args.images), **report.to_dict()}, indent=1))
@@ -98,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 def _add_rasters(args: argparse.Namespace) -> int:
     from ..index import Index
 
-    with Index.open_or_create(args.out, args.model, args.kind) as index:
+    with Index.open_or_create(args.out, args.model, args.kind, args.backend, args.uri) as index:
         report = index.add_rasters(args.rasters, tile=args.tile, gsd=args.gsd, overlap=args.overlap, bands=args.bands,
                                    max_nodata=args.max_nodata, batch_size=args.batch_size, max_chips=args.max_chips)
         stats = index.stats()

@@ -29,6 +29,7 @@ from ..data.datasets import ImageRecord
 from ..data.images import load_rgb, resize_rgb
 from ..model_config import has_model, read_config
 from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, quantize_descriptors
+from .backends import backend_meta, check_backend_kind, open_backend
 from .faiss_index import check_kind
 from .ingest import AddReport, as_records, ingest, now
 from .live import LiveCodes
@@ -79,17 +80,24 @@ class Index:
         self._kind = check_kind(meta["kind"])
         self._encoder: Encoder | None = None
         self.descriptor_dims = int(meta["descriptor_dims"])
-        self._live = LiveCodes(store, path, self._kind, self.bits, self.descriptor_dims)
+        self.backend = meta.get("backend", "faiss")  # where the Hamming shortlist comes from (see .backends)
+        self._live = LiveCodes(store, path, self._kind, self.bits, self.descriptor_dims, open_backend(path, meta))
         self._lock = threading.RLock()  # writes in this process (add, remove, set_kind)
         self._attach_model(model)
 
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(cls, path: str | Path, model: ModelSource, kind: str = "flat") -> "Index":
-        """A new, empty index in ``path`` for codes of ``model`` (an Encoder or a model directory)."""
+    def create(cls, path: str | Path, model: ModelSource, kind: str = "flat", backend: str = "faiss",
+               uri: str | None = None) -> "Index":
+        """A new, empty index in ``path`` for codes of ``model`` (an Encoder or a model directory).
+
+        ``backend``: ``faiss`` (embedded, default) or ``milvus`` with ``uri`` a Milvus Lite file (``*.db``;
+        default ``INDEX_DIR/milvus.db``) or a server address (``http://host:19530``); see :mod:`.backends`.
+        """
         path = Path(path)
         check_kind(kind)
+        backend_rows = backend_meta(backend, uri, kind)
         if (path / DB_NAME).exists():
             raise ValueError(f"an index already exists in {path}: open it (rshash index adds to it)")
         fingerprint, bits, dims, model_dir = _model_identity(model)
@@ -103,6 +111,7 @@ class Index:
             "kind": kind,
             "model_dir": str(model_dir),
             "created_at": now(),
+            **backend_rows,
         }
         Store.create(path / DB_NAME, meta).close()
         return cls.open(path, model)
@@ -123,16 +132,21 @@ class Index:
             raise
 
     @classmethod
-    def open_or_create(cls, path: str | Path, model: ModelSource | None = None, kind: str | None = None) -> "Index":
+    def open_or_create(cls, path: str | Path, model: ModelSource | None = None, kind: str | None = None,
+                       backend: str | None = None, uri: str | None = None) -> "Index":
         """Open ``path`` if it holds an index (switching its kind if ``kind`` differs), else create one."""
         if (Path(path) / DB_NAME).exists():
             index = cls.open(path, model)
+            if backend is not None and backend != index.backend:
+                index.close()
+                raise ValueError(f"the index {path} uses the {index.backend} backend, not {backend}: "
+                                 "build a new index for another backend")
             if kind is not None and kind != index.kind:
                 index.set_kind(kind)
             return index
         if model is None:
             raise ValueError(f"no index in {path} yet: a model is needed to create one (--model)")
-        return cls.create(path, model, kind or "flat")
+        return cls.create(path, model, kind or "flat", backend or "faiss", uri)
 
     def close(self) -> None:
         if "geo" in self.__dict__:  # open rasters of geo searches
@@ -192,13 +206,30 @@ class Index:
         items: Iterable[str | Path | ImageRecord] | str | Path,
         batch_size: int = 32,
         progress: bool = True,
+        engine: str = "local",
+        address: str | None = None,
+        workers: int | None = None,
     ) -> AddReport:
         """Encode and add images (paths, :class:`ImageRecord` s, or a folder / CSV manifest).
 
         Each batch (codes and descriptors) is committed on its own, so an interrupted run
         keeps its finished batches and a rerun skips them: a path already indexed with the
         same content checksum is left alone, one whose content changed is re-encoded.
+        ``engine="ray"`` reads and encodes on Ray (``address``: ``auto``, ``ray://HOST:PORT`` or None for
+        ``$RAY_ADDRESS`` / a local Ray; ``workers``: encoder actors) and commits here the same way
+        (:mod:`rshash.encoding.ray_engine`).
         """
+        if engine == "ray":
+            from ..encoding.ray_engine import ingest_ray
+
+            if not has_model(self.model_dir):
+                self.encoder  # raises the missing-model error
+            report = ingest_ray(self._store, self.model_dir, self.fingerprint, as_records(items), self._lock,
+                                batch_size, progress, address=address, workers=workers)
+            self._live.update_now()
+            return report
+        if engine != "local" or address is not None or workers is not None:
+            raise ValueError(f"engine is 'local' or 'ray' (address and workers only with 'ray'), got {engine!r}")
         report = ingest(self._store, self.encoder, as_records(items), self._lock, batch_size, progress)
         self._live.update_now()
         return report
@@ -238,6 +269,7 @@ class Index:
 
     def set_kind(self, kind: str) -> None:
         """Switch the search structure (flat / multihash / ivf); the cache is rebuilt, the data untouched."""
+        check_backend_kind(self.backend, self._store.meta().get("milvus_uri"), check_kind(kind))
         with self._lock:
             self._store.set_meta("kind", check_kind(kind))
             self._kind = kind
@@ -422,6 +454,7 @@ class Index:
             "images": count,
             "bits": self.bits,
             "kind": self._kind,
+            "backend": self.backend,
             "fingerprint": self.fingerprint,
             "model_dir": str(self.model_dir),
             "format_version": FORMAT_VERSION,

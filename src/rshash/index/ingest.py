@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -59,8 +59,11 @@ class _Pending:
     sha256: str
     height: int
     width: int
-    pixels: np.ndarray
+    pixels: np.ndarray | None  # None once encoded elsewhere (e.g. by a Ray actor)
     replaces: int | None  # id of the stale row for this path, if its content changed
+
+
+Pending = _Pending  # the name other engines (rshash.encoding.ray_engine) use
 
 
 def as_records(items: Iterable[str | Path | ImageRecord] | str | Path) -> list[ImageRecord]:
@@ -125,20 +128,40 @@ def _prepare(store: Store, batch: list[ImageRecord], size: int, report: AddRepor
     known = store.checksums([r.path for r in batch])
     pending = []
     for record in batch:
+        old = known.get(record.path)
         try:
-            data = _read_bytes(record.path)
-            sha = hashlib.sha256(data).hexdigest()
-            old = known.get(record.path)
-            if old is not None and old[1] == sha:
-                report.unchanged += 1
-                continue
-            rgb = decode_rgb(data, record.path)
+            loaded = load_item(record.path, old[1] if old is not None else None, size)
         except UnreadableImage as exc:
             report.add(record.path, str(exc))
             continue
+        if loaded.pixels is None:
+            report.unchanged += 1
+            continue
         replaces = old[0] if old is not None else None
-        pending.append(_Pending(record, sha, rgb.shape[0], rgb.shape[1], resize_rgb(rgb, size), replaces))
+        pending.append(_Pending(record, loaded.sha256, loaded.height, loaded.width, loaded.pixels, replaces))
     return pending
+
+
+class LoadedItem(NamedTuple):
+    """One file read for encoding: its checksum, original size and resized pixels (None: unchanged)."""
+
+    sha256: str
+    height: int
+    width: int
+    pixels: np.ndarray | None  # uint8 (size, size, 3)
+
+
+def load_item(path: str, known_sha256: str | None, size: int) -> LoadedItem:
+    """Read, checksum and (unless its checksum is ``known_sha256``) decode and resize one file.
+
+    The one per-file rule of every engine (local threads, Ray tasks); raises :class:`UnreadableImage`.
+    """
+    data = _read_bytes(path)
+    sha = hashlib.sha256(data).hexdigest()
+    if sha == known_sha256:
+        return LoadedItem(sha, 0, 0, None)
+    rgb = decode_rgb(data, path)
+    return LoadedItem(sha, rgb.shape[0], rgb.shape[1], resize_rgb(rgb, size))
 
 
 def _commit(store: Store, pending: list[_Pending], encoder: "Encoder", report: AddReport) -> None:
@@ -146,8 +169,20 @@ def _commit(store: Store, pending: list[_Pending], encoder: "Encoder", report: A
     if not pending:
         return
     encoded = encoder.encode(np.stack([p.pixels for p in pending]))
-    codes = pack_codes(encoded.codes)
-    descriptors = quantize_descriptors(encoded.descriptors)
+    commit_encoded(store, pending, encoded.codes, encoded.descriptors, report)
+
+
+def commit_encoded(
+    store: Store, pending: Sequence[_Pending], codes: np.ndarray, descriptors: np.ndarray, report: AddReport
+) -> None:
+    """Commit a batch's ``bool`` codes and ``float32`` descriptors (rows of ``pending``) in one transaction.
+
+    Shared by every engine, so what is stored and how (packing, quantisation, replacing) is the same.
+    """
+    if not pending:
+        return
+    codes = pack_codes(codes)
+    descriptors = quantize_descriptors(descriptors)
     added_at = now()
     rows = [
         NewImage(p.record.path, p.record.label, p.width, p.height, p.sha256, added_at, code.tobytes(), desc.tobytes())

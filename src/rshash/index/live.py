@@ -30,12 +30,15 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from .faiss_index import CodeIndex
 from .rwlock import ReadWriteLock
 from .store import DB_NAME, CodeDelta, Store
 from .vectors import VectorTable
+
+if TYPE_CHECKING:  # imported only by indexes that use it (pymilvus)
+    from .backends.milvus import MilvusBackend
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,10 @@ class Structures(NamedTuple):
 class LiveCodes:
     """The faiss index and vector table of one index directory, caught up with its SQLite store."""
 
-    def __init__(self, store: Store, path: Path, kind: str, bits: int, descriptor_dims: int):
+    def __init__(self, store: Store, path: Path, kind: str, bits: int, descriptor_dims: int,
+                 backend: "MilvusBackend | None" = None):
         self._store = store
+        self._backend = backend  # None: a faiss index with its cache file; else it builds and keeps the codes
         self._path = path
         self._kind = kind
         self._bits = bits
@@ -119,6 +124,8 @@ class LiveCodes:
     def close(self) -> None:
         """Drop the structures; a background rebuild still running is discarded."""
         self.reset(self._kind)
+        if self._backend is not None:
+            self._backend.close()
 
     def _refresh(self, background: bool) -> bool:
         """Catch up with SQLite; ``True`` if a full rebuild was done inline (worth saving)."""
@@ -175,7 +182,7 @@ class LiveCodes:
 
     def _build(self, full: CodeDelta) -> Structures:
         start = time.perf_counter()
-        codes = CodeIndex.build(self._kind, self._bits, full.ids, full.codes)
+        codes = (self._backend or CodeIndex).build(self._kind, self._bits, full.ids, full.codes)
         log.debug("rebuilt %s search index of %d codes in %.2fs", self._kind, len(full.ids),
                   time.perf_counter() - start)
         return Structures(codes, VectorTable.from_delta(full), full.generation)
@@ -197,6 +204,8 @@ class LiveCodes:
 
     def _load_cache(self, generation: int) -> CodeIndex | None:
         """The saved cache of this kind for exactly ``generation``, if it loads."""
+        if self._backend is not None:  # the backend's own store (e.g. a Milvus collection), checked by the caller
+            return self._backend.load(self._kind, self._bits)
         path = self._cache_path(generation)
         if not path.is_file():
             return None
@@ -209,7 +218,7 @@ class LiveCodes:
     def save(self) -> None:
         """Write the cache for the generation in memory and delete older ones (best effort)."""
         state = self._state
-        if state is None:
+        if state is None or self._backend is not None:  # a backend persists its codes itself
             return
         target = self._cache_path(state.generation)
         try:
