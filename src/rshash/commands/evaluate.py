@@ -71,6 +71,10 @@ def encode_records(encoder, records: Sequence[ImageRecord], report: SkipReport, 
     return np.concatenate(codes), np.concatenate(descriptors), kept
 
 
+def _headline(m: dict) -> str:
+    return f"mAP@all {m['map_all']:.4f}, mAP@20 {m['map_at_20']:.4f}, P@10 {m['p_at_10']:.4f}"
+
+
 def multi_hot(records: Sequence[ImageRecord]) -> tuple[np.ndarray, list[str]] | None:
     """``(N, L)`` bool label sets when some record has several labels (a multi-label manifest), else None."""
     if not any(len(r.label_set) > 1 for r in records):
@@ -173,7 +177,9 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
     inputs = ReportInputs(
         f"rshash evaluation: {model_dir.name} on {data_dir.name}", codes, labels, names, task, result["metrics"],
         [r.path for r in records], {"model": f"{model_dir} (fingerprint {encoder.fingerprint})",
-                                    "data": f"{data_dir} ({len(records)} images, {len(names)} classes)"},
+                                    "data": f"{data_dir} ({len(records)} images, {len(names)} classes)",
+                                    "Hamming only (--rerank off)": _headline(result["metrics_hamming_only"])}
+        | ({"multi-label relevance (a shared label)": _headline(result["metrics_multilabel"])} if multi else {}),
         descriptors=descriptors,
     )
     write_report(out_dir, inputs, analysis, result)
