@@ -125,6 +125,12 @@ def ivf_part(n: int, n_queries: int = 200, k: int = 20, seed: int = 0) -> dict:
     return out
 
 
+def _shown(path: Path) -> str:
+    """A path as the results show it: relative to the repository when inside it (no machine paths)."""
+    resolved = Path(path).absolute()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def optional_part(name: str, args) -> dict | None:
     """Run ``benchmarks/scale_<name>.py``'s ``measure(args)`` if that script exists."""
     try:
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command if not earlier else f"{earlier['command']}; then {command}",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average_at_start": list(os.getloadavg())},
-        "model": str(args.model), "data": "UC Merced Land Use (2100 images); protocol A = the model's split.json",
+        "model": _shown(args.model), "data": "UC Merced Land Use (2100 images); protocol A = the model's split.json",
     }
     if "encoder" in parts:
         results["encoder"] = encoder_part(args.model, resolve_data_dir(args.data), args.images)

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = measure_paths(data, args.model, args.n, args.workers, args.batch_size)
     results["data"] = data.name
+    results["command"] = "python benchmarks/scale_ray.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps({k: results[k] for k in ("n_images", "local_images_per_s", "ray_images_per_s",

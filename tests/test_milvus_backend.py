@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from scenes import write_scenes
 from rshash.index import Index
 from rshash.index.backends import backend_meta
 from rshash.index.faiss_index import CodeIndex
@@ -134,15 +134,7 @@ def test_lite_refuses_ivf_and_unknown_settings():
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("milvus-images")
-    rng = np.random.default_rng(7)
-    for label in ("a", "b"):
-        (root / label).mkdir()
-        for i in range(8):
-            base = rng.integers(0, 256, (1, 1, 3)) if label == "a" else rng.integers(0, 256, (8, 8, 3))
-            img = np.kron(base, np.ones((40 // base.shape[0], 40 // base.shape[1], 1))) + rng.normal(0, 20, (40, 40, 3))
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / label / f"{i}.png")
-    return root
+    return write_scenes(tmp_path_factory.mktemp("milvus-images"), ("a", "b"), per_class=8, seed=7)
 
 
 def _results(hits):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from scenes import write_scenes
 from rshash.evaluation.protocols import RetrievalTask, evaluate
 from rshash.index import Index
 from rshash.model_dir import ModelDirError
@@ -84,14 +84,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, model_dir) -> Index:
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(4)
-    for label in ("a", "b"):
-        (root / label).mkdir()
-        for i in range(10):
-            base = rng.integers(0, 256, (1, 1, 3)) if label == "a" else rng.integers(0, 256, (8, 8, 3))
-            img = np.kron(base, np.ones((40 // base.shape[0], 40 // base.shape[1], 1))) + rng.normal(0, 20, (40, 40, 3))
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / label / f"{i}.png")
+    root = write_scenes(tmp_path_factory.mktemp("images"), ("a", "b"), per_class=10, seed=4)
     (root / "loose.png").write_bytes((root / "a" / "0.png").read_bytes())  # an unlabelled copy
     idx = Index.create(tmp_path_factory.mktemp("index") / "i", model_dir)
     idx.add_paths(_records(root), progress=False)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scenes import write_scenes
 from rshash.index import Index
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
@@ -41,14 +42,8 @@ def model_dir(small_model_dir) -> Path:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """24 small scenes in two class folders, plus one file that is not an image."""
-    root = tmp_path_factory.mktemp("ray-images")
-    rng = np.random.default_rng(12)
-    for label in ("fields", "roofs"):
-        (root / label).mkdir()
-        for i in range(IMAGES_PER_CLASS):
-            base = rng.integers(0, 256, (4, 4, 3)) if label == "roofs" else rng.integers(0, 256, (1, 1, 3))
-            img = np.kron(base, np.ones((64 // base.shape[0], 64 // base.shape[1], 1))) + rng.normal(0, 15, (64, 64, 3))
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / label / f"{i}.png")
+    root = write_scenes(tmp_path_factory.mktemp("ray-images"), ("fields", "roofs"), IMAGES_PER_CLASS, seed=12,
+                        size=64, blocks=4, noise=15.0)
     (root / "fields" / "broken.png").write_bytes(b"this is not an image")
     return root
 

@@ -27,12 +27,13 @@ import numpy as np
 from ..codes import pack_codes
 from ..data.datasets import ImageRecord
 from ..data.images import load_rgb, resize_rgb
-from ..model_config import has_model, read_config
+from ..model_config import has_model
 from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, quantize_descriptors
 from .backends import backend_meta, check_backend_kind, open_backend
 from .faiss_index import check_kind
 from .ingest import AddReport, as_records, ingest, now
 from .live import LiveCodes
+from .model_check import ModelMismatchError, ModelSource, check_model, model_identity  # noqa: F401 (re-exported)
 from .search import Hit, QueryVectors, Ranked, SearchParams, candidates, combine_examples, rank
 from .store import DB_NAME, FORMAT_VERSION, ImageMeta, Store
 from .vectors import VectorTable
@@ -44,20 +45,6 @@ if TYPE_CHECKING:  # the encoder imports torch (seconds); searching by id or cod
 
 #: An image file, ``uint8 (H, W, 3)`` RGB pixels, a ``bool (bits,)`` code, or an id in the index.
 Query = Union[str, Path, np.ndarray, int]
-ModelSource = Union["Encoder", str, Path]
-
-
-class ModelMismatchError(ValueError):
-    """The model does not make the codes this index holds (other weights or code length)."""
-
-
-def _model_identity(model: ModelSource) -> tuple[str, int, int, Path]:
-    """``(fingerprint, bits, descriptor dims, model_dir)`` of an Encoder or a model directory (not loaded)."""
-    if isinstance(model, (str, Path)):
-        config = read_config(model)  # no config.json: ModelNotFoundError, a FileNotFoundError
-        assert config.fingerprint is not None  # read_config checks it
-        return config.fingerprint, config.bits, config.descriptor_dims, Path(model).absolute()
-    return model.fingerprint, model.bits, model.descriptor_dims, model.model_dir.absolute()
 
 
 class Index:
@@ -100,7 +87,7 @@ class Index:
         backend_rows = backend_meta(backend, uri, kind)
         if (path / DB_NAME).exists():
             raise ValueError(f"an index already exists in {path}: open it (rshash index adds to it)")
-        fingerprint, bits, dims, model_dir = _model_identity(model)
+        fingerprint, bits, dims, model_dir = model_identity(model)
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("cache-*.faiss"):  # left by a deleted index; would not match this one
             stale.unlink()
@@ -168,18 +155,7 @@ class Index:
             if not has_model(self.model_dir):
                 return  # searching by code or id still works; images need a model
             model = self.model_dir
-        fingerprint, bits, _, model_dir = _model_identity(model)
-        if bits != self.bits:
-            raise ModelMismatchError(
-                f"model {model_dir} makes {bits}-bit codes but the index {self.path} holds {self.bits}-bit codes"
-            )
-        if fingerprint != self.fingerprint:
-            raise ModelMismatchError(
-                f"model {model_dir} (fingerprint {fingerprint}) is not the model the index {self.path} was built "
-                f"with (fingerprint {self.fingerprint}, from {self.model_dir}); codes of different models are "
-                "not comparable: pass that model, or build a new index"
-            )
-        self.model_dir = model_dir
+        self.model_dir = check_model(model, self.path, self.bits, self.fingerprint, self.model_dir)
         if not isinstance(model, (str, Path)):
             self._encoder = model
 
