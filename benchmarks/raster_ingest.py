@@ -39,10 +39,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 os.environ.setdefault("RSHASH_PROGRESS", "0")
 
-from rshash import geo  # noqa: E402
-from rshash.data.rasters import open_raster  # noqa: E402
+from rshash.geo import footprints, tables  # noqa: E402
+from rshash.geo.source import open_raster  # noqa: E402
 from rshash.index import Index  # noqa: E402
-from rshash.index import geo_tables  # noqa: E402
 from rshash.index.store import NewImage  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -158,11 +157,11 @@ def _chips(path: Path, size: int) -> list:
 
 def _truth(queries: list, database: list) -> list[int | None]:
     """For each 2020 chip, the index in ``database`` of the 2009 chip with the same footprint (IoU > 0.9)."""
-    polys = [geo.to_polygon(c.meta.footprint) for c in database]
+    polys = [footprints.to_polygon(c.meta.footprint) for c in database]
     out = []
     for q in queries:
-        qp = geo.to_polygon(q.meta.footprint)
-        ious = [geo.overlap(qp, p, "iou") for p in polys]
+        qp = footprints.to_polygon(q.meta.footprint)
+        ious = [footprints.overlap(qp, p, "iou") for p in polys]
         best = int(np.argmax(ious))
         out.append(best if ious[best] > 0.9 else None)
     return out
@@ -231,11 +230,11 @@ def click_latency(model: Path, work: Path, n_chips: int, clicks: int) -> dict:
     index = Index.create(work / "click-index", model)
     bits, dims = index.bits, index.descriptor_dims
     store = index._store  # synthetic rows through the same transaction path as raster ingestion
-    store.run(geo_tables.create_tables, write=True)
+    store.run(tables.create_tables, write=True)
     raster = {"path": "/synthetic/grid.tif", "sha256": "0" * 64, "crs": "EPSG:4326",
               "transform": [step / 2, 0, 10.0, 0, -step / 2, 50.0], "width": side * 2 + 2, "height": side * 2 + 2,
               "count": 3, "bands": [1, 2, 3], "dtype": "uint8", "stretch": {"kind": "none"}, "gsd": None}
-    raster_id = store.run(lambda conn: geo_tables.insert_raster(conn, raster), write=True)
+    raster_id = store.run(lambda conn: tables.insert_raster(conn, raster), write=True)
     for start in range(0, n_chips, 1000):
         cells = range(start, min(n_chips, start + 1000))
         metas = []
@@ -250,7 +249,7 @@ def click_latency(model: Path, work: Path, n_chips: int, clicks: int) -> dict:
         desc = rng.integers(-127, 128, (len(metas), dims), dtype=np.int8)
         rows = [NewImage(f"/synthetic/grid.tif#{m['window'][0]},{m['window'][1]},4,4", None, 4, 4, "0" * 64, "now",
                          c.tobytes(), d.tobytes()) for m, c, d in zip(metas, codes, desc)]
-        store.add(rows, on_insert=lambda conn, ids, metas=metas: geo_tables.insert_chips(conn, raster_id, zip(ids, metas)))
+        store.add(rows, on_insert=lambda conn, ids, metas=metas: tables.insert_chips(conn, raster_id, zip(ids, metas)))
     index._live.update_now()
     times, direct = [], []
     with TestClient(create_app(index=index), base_url="http://127.0.0.1:8000") as client:

@@ -93,7 +93,7 @@ def ivf_part(n: int, n_queries: int = 200, k: int = 20, seed: int = 0) -> dict:
 
     import faiss
 
-    from rshash.index.faiss_index import CodeIndex
+    from rshash.index.backends.faiss import CodeIndex
     from rshash.index.synthetic import ClusteredCodes
     from search_speed import recall_at_k
 

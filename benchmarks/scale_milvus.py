@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from search_speed import interleaved_latencies, recall_at_k  # noqa: E402
 
-from rshash.index.faiss_index import CodeIndex  # noqa: E402
+from rshash.index.backends.faiss import CodeIndex  # noqa: E402
 from rshash.index.synthetic import ClusteredCodes  # noqa: E402
 from rshash.io_utils import atomic_write_text  # noqa: E402
 

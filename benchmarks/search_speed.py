@@ -37,7 +37,8 @@ import faiss
 import numpy as np
 
 from rshash.index import Index
-from rshash.index.faiss_index import IVF_CANDIDATES_PER_RESULT, IVF_NPROBE, CodeIndex, IVFIndex, ivf_lists
+from rshash.index.backends.base import IVF_CANDIDATES_PER_RESULT, IVF_NPROBE, ivf_lists
+from rshash.index.backends.faiss import CodeIndex, IVFIndex
 from rshash.index.synthetic import ClusteredCodes
 
 RESULTS = Path(__file__).parent / "results" / "search_speed.json"

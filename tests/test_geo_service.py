@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from rshash import geo
+from rshash.geo import footprints
 from rshash.index import Index
 from rshash.service.app import create_app
 
@@ -71,7 +71,7 @@ def test_search_by_point_json_geojson_csv(client, index_dir):
     assert first["id"] != item and first["footprint"]["type"] == "Polygon" and len(first["window"]) == 4
     assert first["raster"] in ("cogeo.tif", NAIP) and first["thumbnail_url"] == f"/api/geo/chips/{first['id']}/thumbnail"
     own = body["query"]["footprints"][0]
-    assert all(geo.overlap(h["footprint"], own) <= 0.01 for h in body["results"])
+    assert all(footprints.overlap(h["footprint"], own) <= 0.01 for h in body["results"])
 
     r = client.get("/api/geo/search", params={"lon": lon, "lat": lat, "k": 5, "format": "geojson"})
     assert r.headers["content-type"].startswith("application/geo+json")
@@ -80,7 +80,7 @@ def test_search_by_point_json_geojson_csv(client, index_dir):
     feature = doc["features"][0]
     assert feature["geometry"]["type"] == "Polygon" and feature["properties"]["id"] == first["id"]
     ring = feature["geometry"]["coordinates"][0]
-    assert ring[0] == ring[-1] and feature["bbox"] == list(geo.ring_bbox(ring))
+    assert ring[0] == ring[-1] and feature["bbox"] == list(footprints.ring_bbox(ring))
 
     r = client.get("/api/geo/search", params={"lon": lon, "lat": lat, "k": 5, "format": "csv"})
     assert r.headers["content-type"].startswith("text/csv")

@@ -17,7 +17,7 @@ from rshash.cli import main as cli_main
 from rshash.codes import hamming_matrix, unpack_codes
 from rshash.commands.index import KIND_CHOICES, REPORT_NAME
 from rshash.index import KINDS, Index, IndexFormatError, ModelMismatchError
-from rshash.index.faiss_index import CodeIndex
+from rshash.index.backends.faiss import CodeIndex
 from rshash.index.synthetic import ClusteredCodes
 
 BITS = 32

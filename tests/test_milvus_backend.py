@@ -14,7 +14,7 @@ import pytest
 from scenes import write_scenes
 from rshash.index import Index
 from rshash.index.backends import backend_meta
-from rshash.index.faiss_index import CodeIndex
+from rshash.index.backends.faiss import CodeIndex
 from rshash.index.synthetic import ClusteredCodes
 
 BITS = 64
@@ -114,6 +114,21 @@ def test_more_hits_than_milvus_returns_at_once(backend, codes, monkeypatch, milv
     assert len(im) > 50 and dm.tolist() == df.tolist() and im.tolist() == i_f.tolist()
     dm, im = index.search(queries[1], 80)
     assert dm.tolist() == flat.search(queries[1], 80)[0].tolist()
+
+
+@pytest.mark.parametrize("near", [0, 200])
+@pytest.mark.parametrize("most", [None, 60])  # 60: ties beyond what Milvus returns at once (an exact scan here)
+def test_ties_at_the_kth_distance_are_cut_by_id(backend, milvus, monkeypatch, near, most):
+    """The backends' tie rule (tests/test_backends.py) on Milvus Lite: the 50 smallest (distance, id) pairs."""
+    from test_backends import L, first_pairs, tied_codes
+
+    ids, base, query = tied_codes(same=200 if near == 0 else 30, near=near)
+    index = backend.build("flat", BITS, ids, base)
+    if most is not None:
+        monkeypatch.setattr(milvus, "MAX_TOPK", most)
+    distances, found = index.search(query, L)
+    expected_d, expected = first_pairs(ids, base, query, L)
+    assert found.tolist() == expected.tolist() and distances.tolist() == expected_d.tolist()
 
 
 def test_lite_refuses_ivf_and_unknown_settings():

@@ -266,7 +266,7 @@ def test_saved_model_directory_end_to_end(tmp_path):
 
 
 def _imports(package: Path) -> dict[str, set[str]]:
-    """Module -> rshash modules it imports (at top level or inside functions)."""
+    """Module -> rshash modules it imports (at top level, inside functions or for type checking only)."""
     names = {}
     for f in package.rglob("*.py"):
         parts = list(f.relative_to(package.parent).with_suffix("").parts)
@@ -276,11 +276,7 @@ def _imports(package: Path) -> dict[str, set[str]]:
         pkg = mod.split(".") if f.name == "__init__.py" else mod.split(".")[:-1]
         deps = set()
         tree = ast.parse(f.read_text())
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
-        for node in ast.walk(tree):
-            if id(node) in typing_only:  # annotations only: never imported at run time
-                continue
+        for node in ast.walk(tree):  # top level, inside functions and under TYPE_CHECKING alike
             if isinstance(node, ast.ImportFrom):
                 base = ".".join(pkg[: len(pkg) - node.level + 1] + [node.module or ""]) if node.level else node.module
                 base = (base or "").rstrip(".")

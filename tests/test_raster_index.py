@@ -22,12 +22,12 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from rshash import geo
 from rshash.cli import main as cli_main
 from rshash.codes import pack_codes, unpack_codes
+from rshash.geo import footprints
+from rshash.geo.search import PlaceNotIndexed
+from rshash.geo.tiling import chip_path, parse_chip_path
 from rshash.index import Index
-from rshash.index.geo_search import PlaceNotIndexed
-from rshash.index.raster_ingest import chip_path, parse_chip_path
 from rshash.index.search import QueryVectors, combine_examples
 
 COGEO, NAIP = "cogeo.tif", "naip_m_3211605_ne_11_060_20200415.tif"
@@ -187,11 +187,11 @@ def test_point_search_drops_its_own_place_and_near_duplicates(raster_index_dir):
         assert hits and [h.rank for h in hits] == list(range(1, len(hits) + 1))
         own = json.loads(fp)
         for h in hits:
-            assert h.id != item and geo.overlap(h.footprint, own) <= 0.01
-            assert geo.to_polygon(h.footprint).contains(geo.to_polygon([[h.lon - 1e-9, h.lat - 1e-9], [h.lon + 1e-9, h.lat - 1e-9], [h.lon, h.lat + 1e-9]]))
+            assert h.id != item and footprints.overlap(h.footprint, own) <= 0.01
+            assert footprints.to_polygon(h.footprint).contains(footprints.to_polygon([[h.lon - 1e-9, h.lat - 1e-9], [h.lon + 1e-9, h.lat - 1e-9], [h.lon, h.lat + 1e-9]]))
             assert h.raster.endswith((NAIP, COGEO)) and len(h.window) == 4
         for a, b in itertools.combinations(hits, 2):
-            assert geo.overlap(a.footprint, b.footprint) <= 0.3
+            assert footprints.overlap(a.footprint, b.footprint) <= 0.3
         # the distances are the Hamming distances of the stored codes
         q, d = _codes(index, [item]), _codes(index, [h.id for h in hits])
         assert [h.distance for h in hits] == (q != d).sum(axis=1).tolist()
@@ -211,7 +211,7 @@ def test_aoi_and_radius_filters(raster_index_dir):
         ids = [i for i in range(1, 22) if i != item]
         dist = dict(zip(ids, (_codes(index, [item]) != _codes(index, ids)).sum(axis=1).tolist()))
         own = json.loads(fp)
-        expected = {i for i, d in dist.items() if d <= radius and geo.overlap(index.geo.chips([i])[i]["footprint"], own) <= 0.01}
+        expected = {i for i, d in dist.items() if d <= radius and footprints.overlap(index.geo.chips([i])[i]["footprint"], own) <= 0.01}
         assert {h.id for h in within} == expected and all(h.distance <= radius for h in within)
 
 
@@ -221,7 +221,7 @@ def test_box_search_reads_and_encodes_the_window(raster_index_dir):
     item, lon, lat, fp = _chip_rows(raster_index_dir, COGEO)[4]
     with Index.open(raster_index_dir) as index:
         chip = index.geo.chips([item])[item]
-        box = geo.ring_bbox(chip["footprint"]["coordinates"][0])
+        box = footprints.ring_bbox(chip["footprint"]["coordinates"][0])
         inner = (box[0] + 1e-7, box[1] + 1e-7, box[2] - 1e-7, box[3] - 1e-7)
         encoded = counting(index)
         query = index.geo.box_query(inner)
@@ -230,7 +230,7 @@ def test_box_search_reads_and_encodes_the_window(raster_index_dir):
         # the same pixels as the indexed chip: the same code
         assert (query.vectors.code == np.frombuffer(index.get(item).code, np.uint8)).all()
         hits = index.search_box(inner, k=5)
-        assert hits and all(geo.overlap(h.footprint, chip["footprint"]) <= 0.01 for h in hits)
+        assert hits and all(footprints.overlap(h.footprint, chip["footprint"]) <= 0.01 for h in hits)
         with pytest.raises(PlaceNotIndexed):
             index.search_box((10.0, 10.0, 10.1, 10.1))
 
@@ -279,7 +279,7 @@ def _check_feature_collection(doc: dict) -> None:
         ring = f["geometry"]["coordinates"][0]
         assert len(ring) >= 4 and ring[0] == ring[-1] and shoelace(ring) > 0
         assert all(-180 <= x <= 180 and -90 <= y <= 90 for x, y in ring)
-        assert f["bbox"] == list(geo.ring_bbox(ring))
+        assert f["bbox"] == list(footprints.ring_bbox(ring))
         assert {"rank", "distance", "lon", "lat", "raster", "window"} <= set(f["properties"])
 
 
@@ -308,7 +308,7 @@ def test_cli_rasters_search_geojson_csv(raster_index_dir, tmp_path, capsys):
     assert [float(r["lon"]) for r in rows] == pytest.approx([f["properties"]["lon"] for f in doc["features"]])
 
     naip = [r for r in _chip_rows(index_dir, NAIP)]
-    aoi = geo.ring_bbox(json.loads(naip[-1][3])["coordinates"][0])
+    aoi = footprints.ring_bbox(json.loads(naip[-1][3])["coordinates"][0])
     assert cli_main(["search", "--index", str(index_dir), "--id", "1", "--id", "2", "--aoi=" + ",".join(map(str, aoi)),
                      "--json", "--max-overlap", "1"]) == 0
     result = json.loads(capsys.readouterr().out)

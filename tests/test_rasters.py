@@ -22,9 +22,9 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from rshash import geo
-from rshash.data.rasters import RasterError, open_raster, plan_tiles
-from rshash.index import geo_tables
+from rshash.geo import footprints, tables
+from rshash.geo.source import RasterError, open_raster
+from rshash.geo.tiling import plan_tiles
 
 UTM33 = "EPSG:32633"
 
@@ -126,7 +126,7 @@ def test_geographic_crs_metres_at_centre_latitude(tmp_path):
 
 
 def test_extreme_resampling_warns(rasters_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="rshash.data.rasters"):
+    with caplog.at_level(logging.WARNING, logger="rshash.geo.source"):
         with open_raster(rasters_dir / "RGB.byte.tif") as src:  # 300 m pixels at 0.3 m: 1000x
             assert src.plan.win_width == 1
     assert "upsampling" in caplog.text and "gsd='native'" in caplog.text
@@ -308,13 +308,13 @@ def test_geojson_and_csv_export(rasters_dir, tmp_path):
     results.append({"rank": 4, "distance": np.int64(5), "id": 99, "footprint": None})
     clockwise = [[0, 0], [0, 1], [1, 1], [1, 0], [0, 0]]
     results.append({"rank": 5, "footprint": clockwise})
-    fc = json.loads(geo.write_geojson(tmp_path / "hits.geojson", results).read_text())
+    fc = json.loads(footprints.write_geojson(tmp_path / "hits.geojson", results).read_text())
     assert_rfc7946(fc)
     first = fc["features"][0]
     assert first["properties"]["rank"] == 1 and "footprint" not in first["properties"]
     assert first["geometry"]["coordinates"][0][0][0] == pytest.approx(metas[0].footprint[0][0], abs=1e-7)
     assert fc["features"][3]["geometry"] is None and fc["features"][3]["properties"]["distance"] == 5
-    text = geo.write_csv(tmp_path / "hits.csv", results[:3]).read_text().splitlines()
+    text = footprints.write_csv(tmp_path / "hits.csv", results[:3]).read_text().splitlines()
     assert text[0].startswith("lon,lat,") and "rank" in text[0] and "window" not in text[0]
     lon, lat = (float(v) for v in text[1].split(",")[:2])
     assert (lon, lat) == pytest.approx(metas[0].centroid)
@@ -323,10 +323,10 @@ def test_geojson_and_csv_export(rasters_dir, tmp_path):
 def test_suppress_overlaps_keeps_rank_order():
     square = lambda x, y: [[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1], [x, y]]  # noqa: E731
     fps = [square(0, 0), square(0.5, 0), square(5, 5), None, square(0.2, 0.0)]
-    assert geo.suppress_overlaps(fps, max_overlap=0.3) == [0, 2, 3]
-    assert geo.suppress_overlaps(fps, max_overlap=0.6) == [0, 1, 2, 3]
-    assert geo.suppress_overlaps(fps, max_overlap=0.3, measure="iou") == [0, 2, 3]
-    assert geo.overlap(fps[0], fps[1], "iou") == pytest.approx(1 / 3)
+    assert footprints.suppress_overlaps(fps, max_overlap=0.3) == [0, 2, 3]
+    assert footprints.suppress_overlaps(fps, max_overlap=0.6) == [0, 1, 2, 3]
+    assert footprints.suppress_overlaps(fps, max_overlap=0.3, measure="iou") == [0, 2, 3]
+    assert footprints.overlap(fps[0], fps[1], "iou") == pytest.approx(1 / 3)
 
 
 # --------------------------------------------------------------------------- SQLite geo tables
@@ -335,34 +335,34 @@ def test_suppress_overlaps_keeps_rank_order():
 def test_geo_tables_rtree_queries(rasters_dir):
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT)")
-    geo_tables.create_tables(conn)
+    tables.create_tables(conn)
     with open_raster(rasters_dir / "cogeo.tif", out_size=16) as src:
         metas = [c.meta for batch in src.iter_chips() for c in batch]
         info = src.info
     conn.execute("BEGIN")
     ids = [conn.execute("INSERT INTO images (path) VALUES ('x')").lastrowid for _ in metas]
-    raster_id = geo_tables.insert_raster(conn, info)
-    assert geo_tables.insert_chips(conn, raster_id, zip(ids, metas)) == len(metas)
+    raster_id = tables.insert_raster(conn, info)
+    assert tables.insert_chips(conn, raster_id, zip(ids, metas)) == len(metas)
     assert conn.in_transaction  # nothing committed inside
-    assert geo_tables.find_raster(conn, info.path, info.sha256) == raster_id
-    assert geo_tables.get_raster(conn, raster_id)["stretch"] == {"kind": "none"}
-    assert len(geo_tables.indexed_windows(conn, raster_id)) == len(metas)
+    assert tables.find_raster(conn, info.path, info.sha256) == raster_id
+    assert tables.get_raster(conn, raster_id)["stretch"] == {"kind": "none"}
+    assert len(tables.indexed_windows(conn, raster_id)) == len(metas)
 
     m = metas[len(metas) // 2]
     lon0, lat0, lon1, lat1 = m.bbox
     box = (lon0 + 0.3 * (lon1 - lon0), lat0 + 0.3 * (lat1 - lat0), lon1, lat1)
     brute = [i for i, mm in zip(ids, metas) if mm.bbox[0] <= box[2] and mm.bbox[2] >= box[0]
              and mm.bbox[1] <= box[3] and mm.bbox[3] >= box[1]]
-    assert geo_tables.ids_in_bbox(conn, *box) == brute and len(brute) > 1
+    assert tables.ids_in_bbox(conn, *box) == brute and len(brute) > 1
     k = metas.index(m)
-    assert geo_tables.chip_at(conn, *m.centroid) == ids[k]
-    assert geo_tables.chip_at(conn, 0.0, 0.0) is None
-    rows = geo_tables.get_chips(conn, [ids[k], 10**9, ids[0]])
+    assert tables.chip_at(conn, *m.centroid) == ids[k]
+    assert tables.chip_at(conn, 0.0, 0.0) is None
+    rows = tables.get_chips(conn, [ids[k], 10**9, ids[0]])
     assert [r["item_id"] for r in rows] == [ids[k], ids[0]]
     assert rows[0]["window"] == m.window and rows[0]["centroid"] == pytest.approx(m.centroid)
     assert rows[0]["footprint"]["coordinates"][0] == [list(p) for p in m.footprint]
     assert rows[0]["raster_path"] == info.path
-    geo_tables.delete_chips(conn, [ids[k]])
+    tables.delete_chips(conn, [ids[k]])
     assert conn.execute("SELECT count(*) FROM chips_rtree").fetchone()[0] == len(metas) - 1
     conn.rollback()
     assert conn.execute("SELECT count(*) FROM chips").fetchone()[0] == 0

@@ -103,6 +103,22 @@ def test_rerun_adds_nothing_and_changed_file_is_reencoded(built, images):
     assert _rows(on_ray)[str(changed)] == _rows(local)[str(changed)]
 
 
+def test_raster_chips_on_ray_equal_the_local_engine(tmp_path, local_ray, model_dir, shared_rasters):
+    """One pipeline for every item kind: raster chips load in Ray tasks (the raster reopened there with its
+    stored bands and stretch) and encode in actors, bit for bit as locally; a rerun adds nothing."""
+    naip = shared_rasters / "naip_m_3211605_ne_11_060_20200415.tif"
+    options = dict(gsd="native", tile=128, overlap=0.5, batch_size=4, progress=False)
+    with Index.create(tmp_path / "local", model_dir) as local, Index.create(tmp_path / "ray", model_dir) as on_ray:
+        local_report = local.add_rasters(naip, **options)
+        ray_report = on_ray.add_rasters(naip, engine="ray", workers=1, **options)
+        assert ray_report.added == local_report.added == 12
+        assert ray_report.chips_skipped == local_report.chips_skipped
+        assert _rows(on_ray) == _rows(local)
+        assert on_ray.geo.chips(range(1, 13)).keys() == local.geo.chips(range(1, 13)).keys()
+        again = on_ray.add_rasters(naip, engine="ray", workers=1, **options)
+        assert (again.added, again.unchanged) == (0, 12)
+
+
 def test_cli_engine_ray(tmp_path, local_ray, model_dir, images, capsys):
     from rshash.cli import main
 
@@ -117,5 +133,6 @@ def test_cli_engine_ray(tmp_path, local_ray, model_dir, images, capsys):
 
 
 def test_nothing_imports_ray_without_the_ray_engine():
-    code = "import rshash.cli, rshash.index, rshash.index.ingest; import sys; assert 'ray' not in sys.modules"
+    code = ("import rshash.cli, rshash.index, rshash.encoding.local, rshash.encoding.chips; import sys; "
+            "assert 'ray' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rshash.index import Index
-from rshash.index.faiss_index import CodeIndex
+from rshash.index.backends.faiss import CodeIndex
 from rshash.index.store import NewImage
 from rshash.index.synthetic import ClusteredCodes
 from rshash.model_config import ModelConfig
@@ -174,3 +174,27 @@ def test_generation_is_public_and_counts_commits(tmp_path, model_dir):
     index.remove([1])
     assert index.generation == 2 == index.stats()["generation"]
     index.close()
+
+
+# ---------------------------------------------------------------------------- the shortlist boundary
+
+
+def test_every_kind_shortlists_the_same_tied_codes(tmp_path, model_dir):
+    """Codes tied at the shortlist's last distance are cut by id on every kind, so the re-ranked results (which
+    depend on which tied codes made the shortlist) are the same on flat, multihash, ivf and the filtered path."""
+    from test_backends import tied_codes
+
+    _, codes, query = tied_codes(same=30, near=200, far=1500, seed=3)
+    order = np.random.default_rng(3).permutation(len(codes))  # tied codes spread over the ids
+    results = {}
+    for kind in ("flat", "multihash", "ivf"):
+        with Index.create(tmp_path / kind, model_dir, kind=kind) as index:
+            _add(index, codes[order])
+            index.remove([int(order.argmin()) + 1])  # replayed in place where the kind allows it
+            _add(index, codes[:1], seed=1)
+            for options in ({}, {"labels": ["a", "b"]}, {"rerank": False}):
+                results[kind, *options] = [(h.id, h.distance) for h in
+                                           index.search(_code(query), k=50, shortlist=50, **options)]
+    for options in ((), ("labels",), ("rerank",)):
+        assert results["multihash", *options] == results["ivf", *options] == results["flat", *options]
+    assert results["flat",] == results["flat", "labels"]

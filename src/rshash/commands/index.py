@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--uri", metavar="URI", help="with --backend milvus: a Milvus Lite file (*.db; default "
                         "INDEX_DIR/milvus.db) or a Milvus server address such as http://host:19530")
     parser.add_argument("--batch-size", type=int, default=32, help="images encoded and committed together")
-    engine = parser.add_argument_group("encoding engine (with --images)")
+    engine = parser.add_argument_group("encoding engine (images and rasters)")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local (this process, default) or ray (read and encode on a Ray cluster, commit here)")
     engine.add_argument("--address", metavar="auto|ray://HOST:PORT",
@@ -96,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if args.engine != "ray" and (args.address is not None or args.workers is not None):
         raise SystemExit("rshash index: --address and --workers go with --engine ray")
     if args.rasters:
-        if args.engine == "ray":
-            raise SystemExit("rshash index: --engine ray encodes --images (folders, manifests); rasters run locally")
         return _add_rasters(args)
     with Index.open_or_create(args.out, args.model, args.kind, args.backend, args.uri) as index:
         report = index.add_paths(args.images, batch_size=args.batch_size, engine=args.engine, address=args.address,
@@ -117,7 +115,8 @@ def _add_rasters(args: argparse.Namespace) -> int:
 
     with Index.open_or_create(args.out, args.model, args.kind, args.backend, args.uri) as index:
         report = index.add_rasters(args.rasters, tile=args.tile, gsd=args.gsd, overlap=args.overlap, bands=args.bands,
-                                   max_nodata=args.max_nodata, batch_size=args.batch_size, max_chips=args.max_chips)
+                                   max_nodata=args.max_nodata, batch_size=args.batch_size, max_chips=args.max_chips,
+                                   engine=args.engine, address=args.address, workers=args.workers)
         stats = index.stats()
     report_path = args.out / REPORT_NAME
     atomic_write_text(report_path, json.dumps({"rasters": [str(p) for p in args.rasters], **report.to_dict()}, indent=1))

@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_geo(args: argparse.Namespace) -> int:
     """Places: a point, a box, ids or images; GeoJSON / CSV export."""
-    from .. import geo
+    from ..geo import footprints
+    from ..geo.search import MAX_OVERLAP, parse_box, parse_lonlat
     from ..index import Index
-    from ..index.geo_search import MAX_OVERLAP, parse_box, parse_lonlat
 
     labels = None if args.label is None else [None if x == "(unlabelled)" else x for x in args.label]
     k = args.k if args.radius is not None else (args.k or 20)
@@ -95,9 +95,9 @@ def _run_geo(args: argparse.Namespace) -> int:
             query = index.geo.examples_query(list(args.id or []) + [str(q) for q in args.query])
         hits = index.geo.search(query, k, **options)
     if args.geojson is not None:
-        geo.write_geojson(args.geojson, hits)
+        footprints.write_geojson(args.geojson, hits)
     if args.csv is not None:
-        geo.write_csv(args.csv, hits)
+        footprints.write_csv(args.csv, hits)
     if args.json:
         out = {"index": str(args.index), "query": query.described, "k": args.k, "radius": args.radius,
                "aoi": options["aoi"], "rerank": args.rerank == "on"}

@@ -1,39 +1,33 @@
-"""Encoding on Ray: files are read, checksummed, decoded and resized in Ray Data tasks, encoded by a pool of
-actors that each hold one ONNX Runtime session (:class:`rshash.encoder.Encoder`), and the codes stream back to
-the one index writer in this process, which commits them batch by batch with the local engine's commit
-(:func:`rshash.index.ingest.commit_encoded`: one SQLite transaction per batch).
+"""Encoding on Ray: a source's loader runs in Ray Data tasks (files read, checksummed, decoded and resized;
+raster windows read), a pool of actors that each hold one ONNX Runtime session
+(:class:`rshash.encoder.Encoder`) encodes, and the codes stream back to the one index writer in this process,
+which commits them batch by batch like the local engine (:func:`rshash.encoding.commit.ingest`).
 
-So an interrupted run keeps whole batches, a rerun skips files already indexed with the same checksum (the
-workers skip decoding and encoding them; the writer checks again against SQLite before each commit), and
-unreadable files are reported, never fatal. Workers read the image files and the model directory by path:
-on a cluster both must be at the same paths on every node (a shared file system), and rshash installed there.
+So an interrupted run keeps whole batches, a rerun skips items already indexed (the loaders skip decoding
+and encoding them; the writer checks again against SQLite before each commit), and unreadable items are
+reported, never fatal. Workers read the files and the model directory by path: on a cluster both must be
+at the same paths on every node (a shared file system), and rshash installed there.
 """
 
 from __future__ import annotations
 
 import math
-import threading
+import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import ray
 import ray.data
 
-from ..data.datasets import ImageRecord
-from ..data.images import UnreadableImage
 from ..model_config import ModelDirError, read_config
 from ..onnx_export import DEFAULT_THREADS
-from ..progress import progress_bar
-from ..index.ingest import AddReport, Pending, commit_encoded, load_item
-from ..index.store import Store
+from .commit import Encoded
+from .items import Loaded, Loader
 
-OK, UNCHANGED, UNREADABLE = "ok", "unchanged", "unreadable"
 #: Scheduling reservations: an encoder actor holds one CPU (running ``threads`` ONNX Runtime threads), a
-#: read/decode task half of one (it mostly waits on the file system and the image codecs).
+#: load task half of one (it mostly waits on the file system and the image codecs).
 ACTOR_CPUS, DECODE_CPUS = 1.0, 0.5
-#: Columns passed from the read tasks to the encoder actors and on to the writer (the pixels stop at the actors).
-_META = ("path", "sha256", "status", "reason", "height", "width")
 
 
 def connect(address: str | None = None) -> bool:
@@ -48,30 +42,17 @@ def connect(address: str | None = None) -> bool:
     return True
 
 
-def decode_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Ray task: read, checksum, decode and resize a batch of files (:func:`load_item`, the local rule)."""
-    n = len(batch["path"])
-    out: dict[str, Any] = {
-        "path": batch["path"],
-        "sha256": np.empty(n, dtype=object),
-        "status": np.empty(n, dtype=object),
-        "reason": np.full(n, "", dtype=object),
-        "height": np.zeros(n, dtype=np.int64),
-        "width": np.zeros(n, dtype=np.int64),
-        "pixels": np.full(n, b"", dtype=object),  # raw uint8 (size, size, 3) bytes of files to encode
-    }
-    for i, (path, known) in enumerate(zip(batch["path"], batch["known"])):
-        try:
-            item = load_item(str(path), str(known) or None, size)
-        except UnreadableImage as exc:
-            out["sha256"][i], out["status"][i], out["reason"][i] = "", UNREADABLE, str(exc)
-            continue
-        out["sha256"][i] = item.sha256
-        if item.pixels is None:
-            out["status"][i] = UNCHANGED
-            continue
-        out["status"][i], out["height"][i], out["width"][i] = OK, item.height, item.width
-        out["pixels"][i] = item.pixels.tobytes()
+def load_batch(batch: dict[str, np.ndarray], loader: Loader) -> dict[str, np.ndarray]:
+    """Ray task: run the source's loader on a batch of (pickled) work; pixels travel as raw bytes."""
+    results = loader([pickle.loads(w) for w in batch["work"]])
+    n = len(results)
+    out: dict[str, Any] = {"ok": np.zeros(n, dtype=bool), "result": np.empty(n, dtype=object),
+                           "pixels": np.full(n, b"", dtype=object)}
+    for i, r in enumerate(results):
+        if isinstance(r, Loaded):
+            out["ok"][i], out["pixels"][i] = True, r.pixels.tobytes()
+            r.pixels = None
+        out["result"][i] = pickle.dumps(r)
     return out
 
 
@@ -89,15 +70,15 @@ class EncodeActor:
             )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n, size = len(batch["path"]), self.encoder.input_size
+        n, size = len(batch["ok"]), self.encoder.input_size
         codes = np.zeros((n, self.encoder.bits), dtype=bool)
         descriptors = np.zeros((n, self.encoder.descriptor_dims), dtype=np.float32)
-        ok = np.flatnonzero(batch["status"] == OK)
+        ok = np.flatnonzero(batch["ok"])
         if ok.size:
             pixels = np.stack([np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(size, size, 3) for i in ok])
             encoded = self.encoder.encode(pixels)
             codes[ok], descriptors[ok] = encoded.codes, encoded.descriptors
-        return {**{k: batch[k] for k in _META}, "code": codes, "descriptor": descriptors}
+        return {"ok": batch["ok"], "result": batch["result"], "code": codes, "descriptor": descriptors}
 
 
 def default_workers(threads: int = DEFAULT_THREADS) -> int:
@@ -115,79 +96,52 @@ def _check_workers(workers: int) -> None:
         )
 
 
-def encoded_batches(
-    records: list[ImageRecord], known: dict[str, str], model_dir: Path, fingerprint: str, size: int,
-    batch_size: int, workers: int, threads: int,
-) -> ray.data.Dataset:
-    """The dataset of encoded rows (``_META`` columns + ``code`` bool and ``descriptor`` float32), streamed."""
-    items = [{"path": r.path, "known": known.get(r.path, "")} for r in records]
-    blocks = max(1, min(math.ceil(len(items) / batch_size), 4096))
-    dataset = ray.data.from_items(items, override_num_blocks=blocks)
-    decoded = dataset.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
-                                  fn_kwargs={"size": size}, num_cpus=DECODE_CPUS)
-    return decoded.map_batches(
-        EncodeActor, batch_size=batch_size, batch_format="numpy", num_cpus=ACTOR_CPUS,
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        fn_constructor_kwargs={"model_dir": str(model_dir), "fingerprint": fingerprint, "threads": threads},
-    )
+class RayEngine:
+    """Loads and encodes on Ray (``address``: ``auto``, ``ray://HOST:PORT`` or None for ``$RAY_ADDRESS`` / a
+    local Ray; ``workers``: encoder actors, default one per ``threads`` CPUs)."""
 
+    def __init__(self, model_dir: str | Path, fingerprint: str, address: str | None = None,
+                 workers: int | None = None, threads: int = DEFAULT_THREADS):
+        self.model_dir = Path(model_dir).absolute()
+        self.fingerprint = fingerprint
+        self.address, self.workers, self.threads = address, workers, threads
+        config = read_config(model_dir)
+        assert config.input_size is not None
+        self.bits, self.dims = config.bits, config.descriptor_dims
+        self._started, self._depth = False, 0
 
-def ingest_ray(
-    store: Store, model_dir: str | Path, fingerprint: str, records: list[ImageRecord], lock: threading.RLock,
-    batch_size: int = 32, progress: bool = True, address: str | None = None, workers: int | None = None,
-    threads: int = DEFAULT_THREADS,
-) -> AddReport:
-    """Encode ``records`` on Ray and commit them here, batch by batch; return what was done."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    report = AddReport()
-    if not records:
-        return report
-    config = read_config(model_dir)
-    assert config.input_size is not None
-    started = connect(address)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts committed images
-        workers = workers if workers is not None else default_workers(threads)
-        _check_workers(workers)
-        known = {path: sha for path, (_, sha) in store.checksums([r.path for r in records]).items()}
-        rows = encoded_batches(records, known, Path(model_dir).absolute(), fingerprint, config.input_size,
-                               batch_size, workers, threads)
-        by_path = {r.path: r for r in records}
-        with progress_bar(total=len(records), desc="index (ray)", unit="img", disable=not progress) as bar:
-            for batch in rows.iter_batches(batch_size=batch_size, batch_format="numpy"):
-                _commit_batch(store, batch, by_path, lock, report)
-                bar.update(len(batch["path"]))
-    finally:
-        if started:
+    def __enter__(self) -> "RayEngine":
+        """Connect (a local Ray started here is shut down on the outermost exit): several sources in one
+        ``with engine:`` block share one Ray."""
+        if self._depth == 0:
+            self._started = connect(self.address)
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._started:
             ray.shutdown()
-    return report
+            self._started = False
 
-
-def _commit_batch(
-    store: Store, batch: dict[str, np.ndarray], by_path: dict[str, ImageRecord], lock: threading.RLock,
-    report: AddReport,
-) -> None:
-    """Count unchanged and unreadable rows; commit the encoded ones in one transaction, checked against SQLite
-    now (so rows committed since the workers' snapshot are neither duplicated nor re-added)."""
-    encoded = []
-    for i, (path, status, reason) in enumerate(zip(batch["path"], batch["status"], batch["reason"])):
-        if status == UNREADABLE:
-            report.add(str(path), str(reason))
-        elif status == UNCHANGED:
-            report.unchanged += 1
-        else:
-            encoded.append(i)
-    with lock:
-        current = store.checksums([str(batch["path"][i]) for i in encoded])
-        pending, keep = [], []
-        for i in encoded:
-            path, sha = str(batch["path"][i]), str(batch["sha256"][i])
-            old = current.get(path)
-            if old is not None and old[1] == sha:
-                report.unchanged += 1
-                continue
-            replaces = old[0] if old is not None else None
-            pending.append(Pending(by_path[path], sha, int(batch["height"][i]), int(batch["width"][i]), None, replaces))
-            keep.append(i)
-        commit_encoded(store, pending, batch["code"][keep], batch["descriptor"][keep], report)
+    def encode(self, work: Sequence[Any], loader: Loader, batch_size: int) -> Iterator[Encoded]:
+        with self:  # nested inside an outer `with engine:` it connects once
+            ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts committed items
+            workers = self.workers if self.workers is not None else default_workers(self.threads)
+            _check_workers(workers)
+            rows = [{"work": pickle.dumps(w)} for w in work]
+            blocks = max(1, min(math.ceil(len(rows) / batch_size), 4096))
+            loaded = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+                load_batch, batch_size=batch_size, batch_format="numpy", fn_kwargs={"loader": loader},
+                num_cpus=DECODE_CPUS)
+            encoded = loaded.map_batches(
+                EncodeActor, batch_size=batch_size, batch_format="numpy", num_cpus=ACTOR_CPUS,
+                compute=ray.data.ActorPoolStrategy(size=workers),
+                fn_constructor_kwargs={"model_dir": str(self.model_dir), "fingerprint": self.fingerprint,
+                                       "threads": self.threads})
+            for batch in encoded.iter_batches(batch_size=batch_size, batch_format="numpy"):
+                results = [pickle.loads(r) for r in batch["result"]]
+                ok = np.flatnonzero(batch["ok"])
+                yield Encoded([results[i] for i in ok], np.asarray(batch["code"][ok], dtype=bool),
+                              np.asarray(batch["descriptor"][ok], dtype=np.float32),
+                              [r for r in results if not isinstance(r, Loaded)])

@@ -14,37 +14,36 @@ The in-memory search structures and the cache file are kept by :mod:`.live`.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
-from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from ..codes import pack_codes
+from ..codes import unpack_codes
 from ..data.datasets import ImageRecord
-from ..data.images import load_rgb, resize_rgb
-from ..model_config import has_model
-from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, quantize_descriptors
+from ..encoding.commit import ingest, now
+from ..encoding.items import ImageFiles
+from ..encoding.local import LocalEngine
+from ..encoding.report import AddReport
+from ..model_config import has_model, read_config
+from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT
 from .backends import backend_meta, check_backend_kind, open_backend
-from .faiss_index import check_kind
-from .ingest import AddReport, as_records, ingest, now
+from .backends.faiss import check_kind
 from .live import LiveCodes
 from .model_check import ModelMismatchError, ModelSource, check_model, model_identity  # noqa: F401 (re-exported)
-from .search import Hit, QueryVectors, Ranked, SearchParams, candidates, combine_examples, rank
+from .query import Queries, Query
+from .search import Hit, QueryVectors, Searcher, SearchParams
 from .store import DB_NAME, FORMAT_VERSION, ImageMeta, Store
 from .vectors import VectorTable
 
 if TYPE_CHECKING:  # the encoder imports torch (seconds); searching by id or code never needs it
     from ..encoder import Encoder
-    from .geo_search import GeoHit, GeoSearch
-    from .raster_ingest import RasterAddReport
-
-#: An image file, ``uint8 (H, W, 3)`` RGB pixels, a ``bool (bits,)`` code, or an id in the index.
-Query = Union[str, Path, np.ndarray, int]
+    from ..encoding.commit import Engine
+    from ..encoding.items import ItemSource
+    from ..encoding.report import RasterAddReport
+    from ..geo.search import GeoHit, GeoSearch
 
 
 class Index:
@@ -70,6 +69,8 @@ class Index:
         self.backend = meta.get("backend", "faiss")  # where the Hamming shortlist comes from (see .backends)
         self._live = LiveCodes(store, path, self._kind, self.bits, self.descriptor_dims, open_backend(path, meta))
         self._lock = threading.RLock()  # writes in this process (add, remove, set_kind)
+        self.queries = Queries(store, self.bits, lambda: self.encoder, f"the index {path}")
+        self._searcher = Searcher(store, self._live, self.bits)
         self._attach_model(model)
 
     # ------------------------------------------------------------------ lifecycle
@@ -177,6 +178,37 @@ class Index:
 
     # ------------------------------------------------------------------ adding and removing
 
+    def add(self, source: "ItemSource", engine: "str | Engine" = "local", *, address: str | None = None,
+            workers: int | None = None, batch_size: int = 32, progress: bool = True,
+            report: AddReport | None = None) -> AddReport:
+        """Encode and add the items of ``source`` (:mod:`rshash.encoding`): one pipeline for every source and
+        engine, each batch committed on its own (an interrupted run keeps its finished batches; a rerun skips
+        them). ``engine="ray"`` loads and encodes on Ray (``address``: ``auto``, ``ray://HOST:PORT`` or None
+        for ``$RAY_ADDRESS`` / a local Ray; ``workers``: encoder actors) and commits here the same way."""
+        report = report if report is not None else AddReport()
+        running = self._engine(engine, address, workers) if isinstance(engine, str) else engine
+        with running:
+            ingest(self._store, source, running, self._lock, report, batch_size=batch_size, progress=progress)
+        self._live.update_now()
+        return report
+
+    def _engine(self, engine: str, address: str | None, workers: int | None) -> "Engine":
+        if engine == "ray":
+            from ..encoding.ray_engine import RayEngine
+
+            if not has_model(self.model_dir):
+                self.encoder  # raises the missing-model error
+            return RayEngine(self.model_dir, self.fingerprint, address, workers)
+        if engine != "local" or address is not None or workers is not None:
+            raise ValueError(f"engine is 'local' or 'ray' (address and workers only with 'ray'), got {engine!r}")
+        return LocalEngine(self.encoder)
+
+    def _input_size(self) -> int:
+        """The model's input size, without loading the encoder where it is not loaded (Ray encodes elsewhere)."""
+        if self._encoder is not None:
+            return self._encoder.input_size
+        return int(read_config(self.model_dir).input_size or self.encoder.input_size)
+
     def add_paths(
         self,
         items: Iterable[str | Path | ImageRecord] | str | Path,
@@ -188,27 +220,11 @@ class Index:
     ) -> AddReport:
         """Encode and add images (paths, :class:`ImageRecord` s, or a folder / CSV manifest).
 
-        Each batch (codes and descriptors) is committed on its own, so an interrupted run
-        keeps its finished batches and a rerun skips them: a path already indexed with the
-        same content checksum is left alone, one whose content changed is re-encoded.
-        ``engine="ray"`` reads and encodes on Ray (``address``: ``auto``, ``ray://HOST:PORT`` or None for
-        ``$RAY_ADDRESS`` / a local Ray; ``workers``: encoder actors) and commits here the same way
-        (:mod:`rshash.encoding.ray_engine`).
+        A path already indexed with the same content checksum is left alone, one whose content changed is
+        re-encoded. ``engine``, ``address``, ``workers``: see :meth:`add`.
         """
-        if engine == "ray":
-            from ..encoding.ray_engine import ingest_ray
-
-            if not has_model(self.model_dir):
-                self.encoder  # raises the missing-model error
-            report = ingest_ray(self._store, self.model_dir, self.fingerprint, as_records(items), self._lock,
-                                batch_size, progress, address=address, workers=workers)
-            self._live.update_now()
-            return report
-        if engine != "local" or address is not None or workers is not None:
-            raise ValueError(f"engine is 'local' or 'ray' (address and workers only with 'ray'), got {engine!r}")
-        report = ingest(self._store, self.encoder, as_records(items), self._lock, batch_size, progress)
-        self._live.update_now()
-        return report
+        running = self._engine(engine, address, workers)  # arguments checked before a folder is read
+        return self.add(ImageFiles(items, self._input_size()), running, batch_size=batch_size, progress=progress)
 
     def add_rasters(
         self,
@@ -222,16 +238,21 @@ class Index:
         batch_size: int = 32,
         progress: bool = True,
         max_chips: int | None = None,
+        engine: str = "local",
+        address: str | None = None,
+        workers: int | None = None,
     ) -> "RasterAddReport":
         """Tile georeferenced rasters (files or folders) into chips and add them: each chip is an item with its
-        footprint, window and raster recorded (see :mod:`.raster_ingest`); ``gsd="auto"`` tiles at the model's
-        ground resolution (index meta ``model_gsd``, 0.3 m by default). Batches are committed on their own, so
-        an interrupted run resumes without duplicates. ``max_chips``: stop after that many new chips."""
-        from .raster_ingest import TilingOptions, ingest_rasters
+        footprint, window and raster recorded (see :mod:`rshash.encoding.chips`); ``gsd="auto"`` tiles at the
+        model's ground resolution (index meta ``model_gsd``, 0.3 m by default). Batches are committed on their
+        own, so an interrupted run resumes without duplicates. ``max_chips``: stop after that many new chips.
+        ``engine``, ``address``, ``workers``: see :meth:`add`."""
+        from ..encoding.chips import add_rasters
+        from ..geo.tiling import TilingOptions
 
         options = TilingOptions(tile, gsd, overlap, None if bands is None else tuple(bands), max_nodata)
-        report = ingest_rasters(self._store, self.encoder, paths, self._lock, options, batch_size=batch_size,
-                                progress=progress, max_chips=max_chips)
+        report = add_rasters(self._store, self._engine(engine, address, workers), paths, self._lock, options,
+                             self._input_size(), batch_size=batch_size, progress=progress, max_chips=max_chips)
         self._live.update_now()
         return report
 
@@ -278,35 +299,13 @@ class Index:
         """
         params = SearchParams(k, radius, rerank, labels, shortlist=shortlist, weight=weight)
         params.check(self.bits)
-        vectors = self.query_vectors(query)
-        params = replace(params, exclude=vectors.exclude, prefer=self._indexed_id_of_file(query))
-        code, descriptor = vectors.code, vectors.descriptor
-        allowed = self._store.ids_with_labels(labels) if labels is not None else None
-        if ids is not None:
-            chosen = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
-            allowed = chosen if allowed is None else np.intersect1d(allowed, chosen)
-        with self._live.reading() as (codes, table):  # shared with other searches; parameters are per call
-            ids, dist = candidates(code, params, codes, table, allowed)
-        ranked = rank(ids, dist, descriptor, params, table, self.bits)
-        return self._hits(ranked)
-
-    def _indexed_id_of_file(self, query: object) -> int | None:
-        """The id under which a query file is indexed with its current content, if it is."""
-        if not isinstance(query, (str, Path)):
-            return None
-        path = os.path.abspath(query)
-        known = self._store.checksums([path]).get(path)
-        if known is None:
-            return None
-        try:
-            return known[0] if hashlib.sha256(Path(path).read_bytes()).hexdigest() == known[1] else None
-        except OSError:
-            return None
+        vectors = self.queries.vectors(query)
+        return self._searcher.search(vectors, params, ids=ids, prefer=self.queries.indexed_id_of_file(query))
 
     def search_by_id(self, id: int, k: int = 20, exclude_self: bool = True, **options) -> list[Hit]:
         """The ``k`` best images for an indexed one ("more like this"), itself excluded."""
         if not exclude_self:
-            code, descriptor = self._query_vectors(int(id))
+            code, descriptor = self.queries.code_and_descriptor(int(id))
             return self.search(np.unpackbits(code)[: self.bits].astype(bool), k, **options)
         return self.search(int(id), k, **options)
 
@@ -316,70 +315,27 @@ class Index:
 
     def code_of(self, query: Query) -> np.ndarray:
         """The ``bool (bits,)`` code of a query (encoding images with the model)."""
-        from ..codes import unpack_codes
-
-        return unpack_codes(self._query_vectors(query)[0][None], self.bits)[0]
+        return unpack_codes(self.queries.code_and_descriptor(query)[0][None], self.bits)[0]
 
     def query_vectors(self, query: Query | QueryVectors | Sequence[Query]) -> QueryVectors:
-        """A query as vectors: its packed code, int8 descriptor (None for a bare code) and the indexed ids it
-        is made of (excluded from its results). A list or tuple is several positive examples combined into
-        one query: majority vote of the code bits, mean of the normalised descriptors."""
-        if isinstance(query, QueryVectors):
-            return query
-        if isinstance(query, (list, tuple)):
-            return combine_examples([self.query_vectors(q) for q in query], self.bits)
-        code, descriptor = self._query_vectors(query)
-        return QueryVectors(code, descriptor, (int(query),) if _is_id(query) else ())
-
-    def _query_vectors(self, query: Query) -> tuple[np.ndarray, np.ndarray | None]:
-        """A query as a packed code ``uint8 (bits/8,)`` and an int8 descriptor (None for a bare code)."""
-        if _is_id(query):
-            meta = self.get(int(query))
-            if meta is None:
-                raise ValueError(f"no image with id {int(query)} in the index {self.path}")
-            return np.frombuffer(meta.code, dtype=np.uint8), np.frombuffer(meta.descriptor, dtype=np.int8)
-        if isinstance(query, (str, Path)):
-            return self._encode_pixels(load_rgb(query))
-        if isinstance(query, np.ndarray) and query.dtype == bool:
-            if query.size != self.bits:
-                raise ValueError(f"query code has {query.size} bits, the index holds {self.bits}-bit codes")
-            return pack_codes(query.reshape(1, self.bits))[0], None
-        if isinstance(query, np.ndarray) and query.dtype == np.uint8 and query.ndim == 3 and query.shape[2] == 3:
-            return self._encode_pixels(query)
-        raise ValueError(
-            "a query is an image path, uint8 (H, W, 3) RGB pixels, a bool (bits,) code or an indexed id, "
-            f"got {type(query).__name__}" + (f" {query.dtype} {query.shape}" if isinstance(query, np.ndarray) else "")
-        )
-
-    def _encode_pixels(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        encoder = self.encoder
-        encoded = encoder.encode(resize_rgb(rgb, encoder.input_size)[None])
-        return pack_codes(encoded.codes)[0], quantize_descriptors(encoded.descriptors)[0]
-
-    def _hits(self, ranked: Ranked) -> list[Hit]:
-        """Attach paths and labels to the final results only (a row removed meanwhile is dropped)."""
-        metas = self._store.get(ranked.ids.tolist())
-        hits = []
-        for i, (id_, d, score) in enumerate(zip(ranked.ids.tolist(), ranked.distances.tolist(), ranked.scores.tolist())):
-            if id_ in metas:
-                sim = None if ranked.similarities is None else float(ranked.similarities[i])
-                m = metas[id_]
-                hits.append(Hit(len(hits) + 1, id_, int(d), m.path, m.label, float(score), sim))
-        return hits
+        """A query as vectors (:meth:`Queries.vectors <.query.Queries.vectors>`): its packed code, int8
+        descriptor (None for a bare code) and the indexed ids it is made of (excluded from its results). A list
+        or tuple is several positive examples combined into one query."""
+        return self.queries.vectors(query)
 
     # ------------------------------------------------------------------ places (raster chips)
 
     @cached_property
     def geo(self) -> "GeoSearch":
-        """Geo queries and searches over this index's raster chips (see :mod:`.geo_search`)."""
-        from .geo_search import GeoSearch
+        """Geo queries and searches over this index's raster chips (see :mod:`rshash.geo.search`)."""
+        from ..geo.search import GeoSearch
 
-        return GeoSearch(self, self._store)
+        return GeoSearch(self._store, self.queries, self._searcher)
 
     def search_point(self, lon: float, lat: float, k: int | None = 20, *, raster: Any = None,
                      **options: Any) -> list["GeoHit"]:
         """Places like the indexed chip containing ``(lon, lat)`` (its own footprint excluded); options of
-        :meth:`GeoSearch.search <.geo_search.GeoSearch.search>`: ``aoi``, ``radius``, ``max_overlap``, ``rerank``."""
+        :meth:`GeoSearch.search <rshash.geo.search.GeoSearch.search>`: ``aoi``, ``radius``, ``max_overlap``, ``rerank``."""
         return self.geo.search(self.geo.point_query(lon, lat, raster), k, **options)
 
     def search_box(self, box: Sequence[float], k: int | None = 20, *, raster: Any = None,
@@ -441,8 +397,4 @@ class Index:
             "cache_bytes": cache_bytes,
             "bytes_per_image": round((db_bytes + cache_bytes) / count, 1) if count else None,
         }
-
-
-def _is_id(query: object) -> bool:
-    return isinstance(query, (int, np.integer)) and not isinstance(query, (bool, np.bool_))
 

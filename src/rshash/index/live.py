@@ -1,8 +1,10 @@
 """The in-memory search structures of an index, kept in step with SQLite: :class:`LiveCodes`.
 
-Both are derived from SQLite (the source of truth): the faiss code index (the
-Hamming shortlist) and the :class:`~.vectors.VectorTable` (codes and descriptors
-by id, for the re-rank and filtered searches).
+Both are derived from SQLite (the source of truth): the code index (the Hamming
+shortlist, a :class:`~.backends.base.CodeBackend` from the index's
+:class:`~.backends.base.CodeBackends`: faiss or Milvus) and the
+:class:`~.vectors.VectorTable` (codes and descriptors by id, for the re-rank and
+filtered searches).
 
 Concurrency, for many searching threads and writers in this or other processes:
 
@@ -18,50 +20,43 @@ Concurrency, for many searching threads and writers in this or other processes:
 * on first use, and for writers in this process (:meth:`LiveCodes.update_now`),
   everything happens inline.
 
-The faiss index is saved as ``cache-<kind>-g<generation>.faiss`` and reused by the
-next process only if it holds exactly the ids and codes of that generation.
+The backends persist the code index of a generation (faiss: a cache file, see
+:class:`~.backends.faiss.FaissBackends`; Milvus: its collection); the next process
+reuses it only if it holds exactly the ids and codes of that generation.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
-from .faiss_index import CodeIndex
+from .backends.base import CodeBackend, CodeBackends
 from .rwlock import ReadWriteLock
 from .store import DB_NAME, CodeDelta, Store
 from .vectors import VectorTable
 
-if TYPE_CHECKING:  # imported only by indexes that use it (pymilvus)
-    from .backends.milvus import MilvusBackend
-
 log = logging.getLogger(__name__)
-
-_CACHE_RE = re.compile(r"cache-(?P<kind>[a-z]+)-g(?P<generation>\d+)\.faiss")
-#: Temp files of cache writes killed midway are removed once this old (seconds).
-_STALE_TMP_AGE = 3600
 
 
 class Structures(NamedTuple):
     """What searches read, replaced as one reference."""
 
-    codes: CodeIndex
+    codes: CodeBackend
     table: VectorTable
     generation: int
 
 
 class LiveCodes:
-    """The faiss index and vector table of one index directory, caught up with its SQLite store."""
+    """The code index and vector table of one index directory, caught up with its SQLite store."""
 
     def __init__(self, store: Store, path: Path, kind: str, bits: int, descriptor_dims: int,
-                 backend: "MilvusBackend | None" = None):
+                 backends: CodeBackends):
         self._store = store
-        self._backend = backend  # None: a faiss index with its cache file; else it builds and keeps the codes
+        self._backends = backends  # builds, reloads and persists the code index
         self._path = path
         self._kind = kind
         self._bits = bits
@@ -91,7 +86,7 @@ class LiveCodes:
         return thread is not None and thread.is_alive()
 
     @contextmanager
-    def reading(self) -> Iterator[tuple[CodeIndex, VectorTable]]:
+    def reading(self) -> Iterator[tuple[CodeBackend, VectorTable]]:
         """The structures for one search, caught up with SQLite (or being rebuilt in the background)."""
         if self._refresh(background=True):
             self.save()
@@ -124,8 +119,7 @@ class LiveCodes:
     def close(self) -> None:
         """Drop the structures; a background rebuild still running is discarded."""
         self.reset(self._kind)
-        if self._backend is not None:
-            self._backend.close()
+        self._backends.close()
 
     def _refresh(self, background: bool) -> bool:
         """Catch up with SQLite; ``True`` if a full rebuild was done inline (worth saving)."""
@@ -182,7 +176,7 @@ class LiveCodes:
 
     def _build(self, full: CodeDelta) -> Structures:
         start = time.perf_counter()
-        codes = (self._backend or CodeIndex).build(self._kind, self._bits, full.ids, full.codes)
+        codes = self._backends.build(self._kind, self._bits, full.ids, full.codes)
         log.debug("rebuilt %s search index of %d codes in %.2fs", self._kind, len(full.ids),
                   time.perf_counter() - start)
         return Structures(codes, VectorTable.from_delta(full), full.generation)
@@ -190,53 +184,21 @@ class LiveCodes:
     def _load_or_build(self) -> tuple[Structures, bool]:
         """Everything read once; the saved cache if it holds exactly this generation's ids and codes."""
         full = self._store.codes_since(None, self._bits // 8, self._dims)
-        cached = self._load_cache(full.generation)
+        cached = self._backends.load(self._kind, self._bits, full.generation)
         if cached is not None and cached.matches(full.ids, full.codes):
             return Structures(cached, VectorTable.from_delta(full), full.generation), False
         if cached is not None:
             log.warning("search cache of generation %d disagrees with %s: rebuilding it", full.generation, DB_NAME)
         return self._build(full), True
 
-    # ------------------------------------------------------------------ the cache file
-
-    def _cache_path(self, generation: int) -> Path:
-        return self._path / f"cache-{self._kind}-g{generation}.faiss"
-
-    def _load_cache(self, generation: int) -> CodeIndex | None:
-        """The saved cache of this kind for exactly ``generation``, if it loads."""
-        if self._backend is not None:  # the backend's own store (e.g. a Milvus collection), checked by the caller
-            return self._backend.load(self._kind, self._bits)
-        path = self._cache_path(generation)
-        if not path.is_file():
-            return None
-        try:
-            return CodeIndex.load(self._kind, path)
-        except RuntimeError as exc:  # truncated or corrupt: rebuild instead
-            log.warning("ignoring unreadable search cache %s: %s", path, exc)
-            return None
+    # ------------------------------------------------------------------ persisting
 
     def save(self) -> None:
-        """Write the cache for the generation in memory and delete older ones (best effort)."""
+        """Persist the code index of the generation in memory through the backends (best effort)."""
         state = self._state
-        if state is None or self._backend is not None:  # a backend persists its codes itself
+        if state is None:
             return
-        target = self._cache_path(state.generation)
-        try:
-            if not target.exists():
-                with self._updates.read():  # no replay changes the index while it is written
-                    if self._state is not state:
-                        return  # replaced meanwhile: whoever replaced it saves
-                    state.codes.save(target)
-            self._remove_old_caches(state.generation)
-        except OSError as exc:  # e.g. a read-only archive: searching still works from memory
-            log.warning("could not save the search cache in %s: %s", self._path, exc)
-
-    def _remove_old_caches(self, generation: int) -> None:
-        """Caches of other kinds or older generations (a newer one, saved by another process, is kept)."""
-        for f in self._path.glob("cache-*.faiss"):
-            m = _CACHE_RE.fullmatch(f.name)
-            if m is None or m["kind"] != self._kind or int(m["generation"]) < generation:
-                f.unlink(missing_ok=True)
-        for f in self._path.glob(".cache-*.tmp"):  # from writes killed midway
-            if time.time() - f.stat().st_mtime > _STALE_TMP_AGE:
-                f.unlink(missing_ok=True)
+        with self._updates.read():  # no replay changes the index while it is written
+            if self._state is not state:
+                return  # replaced meanwhile: whoever replaced it saves
+            self._backends.save(state.codes, self._kind, state.generation)

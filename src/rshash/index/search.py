@@ -10,15 +10,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from ..codes import pack_codes, unpack_codes
 from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, quantize_descriptors, rerank_scores, two_stage_order
-from .faiss_index import CodeIndex
+from .backends.base import CodeBackend
 from .vectors import VectorTable
+
+if TYPE_CHECKING:
+    from .live import LiveCodes
+    from .store import Store
 
 
 @dataclass(frozen=True)
@@ -96,24 +100,27 @@ class Ranked:
 
 
 def candidates(
-    code: np.ndarray, params: SearchParams, codes: CodeIndex, table: VectorTable, allowed: np.ndarray | None
+    code: np.ndarray, params: SearchParams, codes: CodeBackend, table: VectorTable, allowed: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, Hamming distances)`` of the shortlist (or of everything within the radius)."""
+    """``(ids, Hamming distances)`` of the shortlist (or of everything within the radius).
+
+    The shortlist is the ``max(shortlist, k)`` smallest ``(distance, id)`` pairs left after the exclusions, on
+    every path (a backend returns exactly those of what it scans; see :mod:`.backends.base`)."""
     excluded = np.asarray(params.exclude, dtype=np.int64)
+    size = max(params.shortlist, params.k or 0)
     if allowed is not None:  # filtered: exact Hamming over the allowed rows of the table
         pos = table.positions(allowed)
         ids, dist = table.ids[pos], table.hamming(code, pos)
     elif params.radius is not None:
         dist, ids = codes.range_search(code, params.radius)
     else:
-        want = max(params.shortlist, params.k or 0) + len(excluded)
-        dist, ids = codes.search(code, want)
+        dist, ids = codes.search(code, size + len(excluded))
     keep = ~np.isin(ids, excluded)
     if params.radius is not None:
         keep &= dist <= params.radius
     ids, dist = ids[keep], dist[keep]
-    if allowed is not None and params.radius is None and len(ids) > params.shortlist:
-        first = np.lexsort((ids, dist))[: max(params.shortlist, params.k or 0)]
+    if params.radius is None and len(ids) > size:
+        first = np.lexsort((ids, dist))[:size]
         ids, dist = ids[first], dist[first]
     return ids.astype(np.int64), dist.astype(np.int32)
 
@@ -137,3 +144,40 @@ def rank(
         return Ranked(ids, dist, dist / bits, None)
     sim = sim[order]
     return Ranked(ids, dist, rerank_scores(dist, sim, bits, params.weight), sim)
+
+
+class Searcher:
+    """Searches over an index's live structures: vectors -> candidates -> re-rank -> hits.
+
+    Filters (labels, allowed ids) are applied inside the candidate step; metadata is read for the final
+    results only. Shared by the :class:`~.archive.Index` facade and :mod:`rshash.geo.search`.
+    """
+
+    def __init__(self, store: "Store", live: "LiveCodes", bits: int):
+        self._store = store
+        self._live = live
+        self.bits = bits
+
+    def search(self, vectors: QueryVectors, params: SearchParams, *, ids: Iterable[int] | None = None,
+               prefer: int | None = None) -> list[Hit]:
+        """The results of ``params`` for ``vectors`` (checked), only among ``ids`` if given."""
+        params.check(self.bits)
+        params = replace(params, exclude=vectors.exclude, prefer=prefer)
+        allowed = self._store.ids_with_labels(params.labels) if params.labels is not None else None
+        if ids is not None:
+            chosen = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
+            allowed = chosen if allowed is None else np.intersect1d(allowed, chosen)
+        with self._live.reading() as (codes, table):  # shared with other searches; parameters are per call
+            found, dist = candidates(vectors.code, params, codes, table, allowed)
+        return self.hits(rank(found, dist, vectors.descriptor, params, table, self.bits))
+
+    def hits(self, ranked: Ranked) -> list[Hit]:
+        """Attach paths and labels to the final results only (a row removed meanwhile is dropped)."""
+        metas = self._store.get(ranked.ids.tolist())
+        hits = []
+        for i, (id_, d, score) in enumerate(zip(ranked.ids.tolist(), ranked.distances.tolist(), ranked.scores.tolist())):
+            if id_ in metas:
+                sim = None if ranked.similarities is None else float(ranked.similarities[i])
+                m = metas[id_]
+                hits.append(Hit(len(hits) + 1, id_, int(d), m.path, m.label, float(score), sim))
+        return hits

@@ -1,7 +1,7 @@
-"""Code backends: where the Hamming shortlist of an index comes from.
+"""Code backends: where the Hamming shortlist of an index comes from (the contract: :mod:`.base`).
 
 * ``faiss`` (default): an embedded faiss binary index, saved as a cache file beside ``meta.sqlite``
-  (:mod:`..faiss_index`, kept by :mod:`..live`).
+  (:mod:`.faiss`, kept up to date by :mod:`..live`).
 * ``milvus``: a Milvus collection of binary vectors with the HAMMING metric (:mod:`.milvus`), on a
   local Milvus Lite file or a Milvus server. Imported only when an index uses it, so nothing imports
   pymilvus otherwise.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from .uri import is_remote
 
 if TYPE_CHECKING:
-    from .milvus import MilvusBackend
+    from .base import CodeBackends
 
 BACKENDS = ("faiss", "milvus")
 #: Index kinds each backend can serve (Milvus Lite: ``flat`` only, see :mod:`.milvus`).
@@ -55,11 +55,14 @@ def backend_meta(backend: str, uri: str | None, kind: str) -> dict[str, str]:
     return {"backend": "milvus", "milvus_uri": uri or "", "milvus_collection": f"rshash_{uuid.uuid4().hex[:16]}"}
 
 
-def open_backend(path: Path, meta: dict[str, str]) -> "MilvusBackend | None":
-    """The code backend recorded in ``meta`` for the index in ``path`` (``None``: the default faiss cache)."""
+def open_backend(path: Path, meta: dict[str, str]) -> "CodeBackends":
+    """The code backends recorded in ``meta`` for the index in ``path``: faiss with its cache file (the default)
+    or a Milvus collection."""
     backend = meta.get("backend", "faiss")
     if backend == "faiss":
-        return None
+        from .faiss import FaissBackends
+
+        return FaissBackends(path)
     if backend != "milvus":
         raise ValueError(f"index {path} uses search backend {backend!r}, unknown to this version of rshash")
     from .milvus import MilvusBackend

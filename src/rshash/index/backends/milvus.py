@@ -2,22 +2,23 @@
 
 A collection holds ``(id INT64 primary key, code BINARY_VECTOR(bits))`` with the HAMMING metric and one
 vector index: ``BIN_FLAT`` (kind ``flat``, exact; the only one Milvus Lite builds) or ``BIN_IVF_FLAT``
-(kind ``ivf``, on a Milvus server; lists probed per call). It answers the same calls as
-:class:`~..faiss_index.CodeIndex` (``add``, ``remove``, ``search``, ``range_search``, ``matches``,
-``ntotal``, ``needs_rebuild``, ``save``), so :mod:`..live` and :mod:`..search` use it unchanged.
+(kind ``ivf``, on a Milvus server; lists probed per call). It is a :class:`~.base.CodeBackend` like the faiss
+:class:`~.faiss.CodeIndex`, and :class:`MilvusBackend` a :class:`~.base.CodeBackends`, so :mod:`..live` and
+:mod:`..search` use them unchanged.
 
 The collection is derived from SQLite and written in place: adds are upserts and removals deletes, so
 replaying a change twice (two processes catching up with one server) is harmless, and a resync upserts
 every row of SQLite and deletes the ids SQLite no longer has, so searches meanwhile never lose a row that
-stays. Limits: Milvus returns at most :data:`MAX_TOPK` hits per search; a larger ``k`` or a range with
-more hits falls back to an exact scan of the collection here. Milvus Lite is one process per ``.db`` file
+stays. Limits: Milvus returns at most :data:`MAX_TOPK` hits per search; a larger ``k``, a range with more
+hits, or codes tied at the ``k``-th distance beyond that many fall back to an exact scan of the collection here.
+Milvus cuts ties at the ``k``-th distance anywhere, so a search asks it for more and cuts by id here
+(:func:`~.base.k_smallest`). Milvus Lite is one process per ``.db`` file
 (a second process cannot open it): several processes need a Milvus server.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import warnings
 
@@ -27,7 +28,7 @@ with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, deprec
     warnings.simplefilter("ignore", UserWarning)
     from pymilvus import DataType, MilvusClient
 
-from ..faiss_index import IVF_CANDIDATES_PER_RESULT, IVF_NPROBE, ivf_lists
+from .base import by_distance_then_id, empty_result, ivf_lists, ivf_probes, k_smallest
 from .uri import is_remote
 
 #: Milvus's limit on hits per search (``topk``) and rows per range search.
@@ -38,10 +39,6 @@ INDEX_TYPES = {"flat": "BIN_FLAT", "ivf": "BIN_IVF_FLAT"}
 ID, CODE = "id", "code"
 
 logging.getLogger("pymilvus").setLevel(logging.ERROR)  # iterator notices about Lite's client-side timestamps
-
-
-def _empty() -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
 
 
 class _SharedClients:
@@ -182,35 +179,33 @@ class MilvusCodes:
     # ------------------------------------------------------------------ search
 
     def probes(self, k: int, nprobe: int | None = None) -> int | None:
-        """IVF lists to probe for ``k`` results (as :meth:`IVFIndex.probes <..faiss_index.IVFIndex.probes>`)."""
+        """IVF lists to probe for ``k`` results (:func:`~.base.ivf_probes`, as for faiss IVF); ``None`` for flat."""
         if self.nlist is None:
             return None
         nprobe = self.nprobe if nprobe is None else nprobe
-        if nprobe is not None:
-            return max(1, min(nprobe, self.nlist))
-        per_list = max(1.0, self.ntotal / self.nlist)
-        return int(min(self.nlist, max(IVF_NPROBE, math.ceil(IVF_CANDIDATES_PER_RESULT * k / per_list))))
+        total = self.ntotal if nprobe is None else 0  # a round trip to the server: only when the rule needs it
+        return ivf_probes(total, self.nlist, k, nprobe)
 
     def search(self, query: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest of one packed code: ``(distances int32, ids int64)``, by distance then id.
+        """The ``k`` smallest ``(distance, id)`` pairs of what this kind scans for one packed code:
+        ``(distances int32, ids int64)``, nearest first, ties by id.
 
-        ``nprobe``: IVF lists probed by this call only (kind ``ivf``; ``flat`` ignores it). Ties at the k-th
-        distance are cut wherever Milvus cuts them; the index's two-stage ranking orders what comes back.
+        ``nprobe``: IVF lists probed by this call only (kind ``ivf``; ``flat`` ignores it).
         """
         if k <= 0:
-            return _empty()
+            return empty_result()
         if k > MAX_TOPK:
             return self._scan_nearest(query, k)
         probes = self.probes(k, nprobe)
-        distances, ids = self._search(query, k, probes)
-        if probes is not None and len(ids) < k and len(ids) < self.ntotal:  # too few lists probed
-            distances, ids = self._search(query, k, self.nlist)
-        return distances, ids
+        found = k_smallest(lambda n: self._search(query, n, probes), k, MAX_TOPK)
+        if found is not None and probes is not None and len(found[1]) < k and len(found[1]) < self.ntotal:
+            found = k_smallest(lambda n: self._search(query, n, self.nlist), k, MAX_TOPK)  # too few lists probed
+        return found if found is not None else self._scan_nearest(query, k)  # ties beyond what Milvus returns
 
     def range_search(self, query: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """All codes within Hamming distance ``radius`` (inclusive), by distance then id, exactly."""
         if radius < 0:
-            return _empty()
+            return empty_result()
         # Milvus keeps range_filter <= distance < radius for HAMMING; every IVF list is probed (exact).
         params = {"radius": radius + 1, "range_filter": 0}
         distances, ids = self._search(query, MAX_TOPK, self.nlist, params)
@@ -219,7 +214,7 @@ class MilvusCodes:
         ids, codes = self.stored()  # more than Milvus returns at once: exact scan here
         d = _hamming(codes, query)
         keep = d <= radius
-        return _ordered(d[keep], ids[keep])
+        return by_distance_then_id(d[keep], ids[keep])
 
     def _search(self, query: np.ndarray, k: int, nprobe: int | None, extra: dict | None = None,
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -230,11 +225,11 @@ class MilvusCodes:
         hits = self.client.search(self.collection, data=[code], limit=int(k), anns_field=CODE,
                                    search_params={"metric_type": "HAMMING", "params": params})[0]
         distances = np.rint([h["distance"] for h in hits]).astype(np.int32)
-        return _ordered(distances, np.asarray([h["id"] for h in hits], dtype=np.int64))
+        return by_distance_then_id(distances, np.asarray([h["id"] for h in hits], dtype=np.int64))
 
     def _scan_nearest(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         ids, codes = self.stored()
-        distances, ids = _ordered(_hamming(codes, query), ids)
+        distances, ids = by_distance_then_id(_hamming(codes, query), ids)
         return distances[:k], ids[:k]
 
 
@@ -269,9 +264,13 @@ class MilvusBackend:
             codes_index.resync(ids, codes)
         return codes_index
 
-    def load(self, kind: str, bits: int) -> MilvusCodes | None:
-        """The existing collection, if any (the caller checks it against SQLite with ``matches``)."""
+    def load(self, kind: str, bits: int, generation: int | None = None) -> MilvusCodes | None:
+        """The existing collection, if any, whatever ``generation`` (it holds the latest one written; the caller
+        checks it against SQLite with ``matches``)."""
         return MilvusCodes.open(self.client, self.collection, kind, bits)
+
+    def save(self, codes: MilvusCodes, kind: str, generation: int) -> None:
+        """Nothing to write: the collection is written in place."""
 
     def close(self) -> None:
         with self._lock:
@@ -287,8 +286,3 @@ def _code_bytes(value: object) -> bytes:
 
 def _hamming(codes: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.bitwise_count(codes ^ np.asarray(query, dtype=np.uint8).reshape(1, -1)).sum(axis=1, dtype=np.int32)
-
-
-def _ordered(distances: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((ids, distances))
-    return distances[order].astype(np.int32), ids[order].astype(np.int64)

@@ -23,11 +23,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ... import geo
-from ...data.rasters import RasterError
-from ...index.geo_search import MAX_OVERLAP, GeoHit, GeoQuery, PlaceNotIndexed, parse_box, parse_lonlat
+from ...geo import footprints
+from ...geo.overlays import MAX_SIDE, OverlayCache, overlay_plan, render_overlay
+from ...geo.search import MAX_OVERLAP, GeoHit, GeoQuery, PlaceNotIndexed, parse_box, parse_lonlat
+from ...geo.source import RasterError
 from ..deps import Service, ServiceDep
-from ..overlays import MAX_SIDE, OverlayCache, overlay_plan, render_overlay
 from ..schemas import DEFAULT_K, K_MAX
 from .about import STATIC_DIR
 
@@ -157,12 +157,12 @@ def search(
         raise _http(exc) from exc
     results = [_result(h) for h in hits]
     if format == "geojson":
-        return JSONResponse(geo.feature_collection(results), media_type="application/geo+json",
+        return JSONResponse(footprints.feature_collection(results), media_type="application/geo+json",
                             headers={"Content-Disposition": 'attachment; filename="hits.geojson"'})
     if format == "csv":
-        return Response(geo.results_csv(results), media_type="text/csv",
+        return Response(footprints.results_csv(results), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="hits.csv"'})
-    described = dict(query.described) | {"footprints": [geo.polygon_geometry(f) for f in query.footprints]}
+    described = dict(query.described) | {"footprints": [footprints.polygon_geometry(f) for f in query.footprints]}
     return JSONResponse({
         "query": described, "k": k, "radius": radius, "aoi": None if area is None else list(area),
         "max_overlap": max_overlap, "rerank": rerank,

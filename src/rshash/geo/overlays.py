@@ -23,9 +23,9 @@ from PIL import Image
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 
-from .. import geo
-from ..data.rasters import RasterSource, apply_stretch
 from ..io_utils import atomic_write_bytes
+from .crs import lonlat_transformer, to_pyproj_crs, window_bounds
+from .source import RasterSource, apply_stretch, read_bands, valid_mask
 
 WEB_MERCATOR = "EPSG:3857"
 #: Largest side of an overlay image, pixels.
@@ -46,8 +46,8 @@ def overlay_plan(row: dict, max_side: int = MAX_SIDE) -> OverlayPlan:
     """The Web-Mercator grid of a raster row (``rasters`` table), at most ``max_side`` pixels a side."""
     if row.get("crs") is None:
         raise ValueError(f"raster {row.get('id')} has no CRS: it cannot be drawn on the map")
-    left, bottom, right, top = geo.window_bounds(row["transform"], (0, 0, row["width"], row["height"]))
-    crs = geo.to_pyproj_crs(row["crs"]).to_wkt()
+    left, bottom, right, top = window_bounds(row["transform"], (0, 0, row["width"], row["height"]))
+    crs = to_pyproj_crs(row["crs"]).to_wkt()
     transform, width, height = calculate_default_transform(crs, WEB_MERCATOR, row["width"], row["height"],
                                                            left=left, bottom=bottom, right=right, top=top)
     scale = max(width, height) / max_side
@@ -56,8 +56,8 @@ def overlay_plan(row: dict, max_side: int = MAX_SIDE) -> OverlayPlan:
         transform = transform * Affine.scale(scale, scale)
     x0, y0 = transform.c, transform.f
     x1, y1 = transform * (width, height)
-    lon0, lat0 = geo.lonlat_transformer(WEB_MERCATOR).transform(x0, y0)
-    lon1, lat1 = geo.lonlat_transformer(WEB_MERCATOR).transform(x1, y1)
+    lon0, lat0 = lonlat_transformer(WEB_MERCATOR).transform(x0, y0)
+    lon1, lat1 = lonlat_transformer(WEB_MERCATOR).transform(x1, y1)
     return OverlayPlan(transform, int(width), int(height), (min(lon0, lon1), min(lat0, lat1), max(lon0, lon1), max(lat0, lat1)))
 
 
@@ -68,20 +68,12 @@ def render_overlay(source: RasterSource, row: dict, max_side: int = MAX_SIDE) ->
     ds = source.ds
     scale = min(1.0, 2 * max(plan.width, plan.height) / max(ds.width, ds.height))  # read ~2x the output
     h, w = max(1, round(ds.height * scale)), max(1, round(ds.width * scale))
-    unique = list(dict.fromkeys(source.bands))
-    data = ds.read(unique, out_shape=(len(unique), h, w), resampling=Resampling.average)
-    data = data[[unique.index(b) for b in source.bands]]
-    rgb = apply_stretch(data, source.info.stretch)
-    if source.mask_bands:
-        masks = ds.read_masks(list(source.mask_bands), out_shape=(len(source.mask_bands), h, w),
-                              resampling=Resampling.nearest)
-        valid = (masks > 0).any(axis=0)
-    else:
-        valid = np.ones((h, w), bool)
+    rgb = apply_stretch(read_bands(ds, source.bands, (h, w), resampling=Resampling.average), source.info.stretch)
+    valid = valid_mask(ds, source.mask_bands, None, (h, w))
     src = np.concatenate([rgb.transpose(2, 0, 1), (valid * 255).astype(np.uint8)[None]])
     src_transform = ds.transform * Affine.scale(ds.width / w, ds.height / h)
     out = np.zeros((4, plan.height, plan.width), np.uint8)
-    crs = geo.to_pyproj_crs(row["crs"]).to_wkt()
+    crs = to_pyproj_crs(row["crs"]).to_wkt()
     for band in range(4):
         reproject(src[band], out[band], src_transform=src_transform, src_crs=crs, dst_transform=plan.transform,
                   dst_crs=WEB_MERCATOR, resampling=Resampling.nearest if band == 3 else Resampling.bilinear,

@@ -1,4 +1,4 @@
-"""Coordinates and footprints: ground pixel size, lon/lat footprints, GeoJSON and CSV export, overlap suppression.
+"""Coordinates: CRSs, lon/lat transforms, ground pixel size, and lon/lat footprints of pixel windows.
 
 Everything here speaks longitude/latitude on WGS 84 (EPSG:4326) in RFC 7946 order: **longitude first**.
 A footprint is a closed ring ``[[lon, lat], ...]`` (first point repeated last) with a counter-clockwise
@@ -6,24 +6,17 @@ exterior, as RFC 7946 section 3.1.6 asks. Rasters are described by a CRS (anythi
 an EPSG string, WKT, a rasterio or pyproj CRS) and a 6-number affine transform ``(a, b, c, d, e, f)``
 (x = a*col + b*row + c, y = d*col + e*row + f; rasterio/affine order).
 
-This module is a leaf: it imports nothing else from rshash, so the data layer, the index and the
-service can all use it.
+This module is a leaf: it imports nothing else from rshash (and not rasterio), so every layer can use it.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
-import json
 import math
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyproj
-import shapely
 from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
@@ -139,14 +132,7 @@ def ground_pixel_size(crs: Any, transform: Sequence[float], width: int, height: 
     return gx, gy
 
 
-# --------------------------------------------------------------------------- footprints
-
-
-def _ccw(ring: np.ndarray) -> np.ndarray:
-    """The closed ring (N+1, 2) turned counter-clockwise (positive shoelace area) if it is not."""
-    x, y = ring[:, 0], ring[:, 1]
-    area2 = float(np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]))
-    return ring[::-1].copy() if area2 < 0 else ring
+# --------------------------------------------------------------------------- footprints of windows
 
 
 def window_ring_pixels(col_off: float, row_off: float, width: float, height: float, densify: int = 4) -> np.ndarray:
@@ -173,8 +159,8 @@ def footprint_lonlat(crs: Any, transform: Sequence[float], window: Sequence[floa
     px = window_ring_pixels(*window, densify=densify)
     x, y = pixel_to_xy(transform, px[:, 0], px[:, 1])
     lon, lat = lonlat_transformer(crs).transform(x, y)
-    ring = _ccw(np.stack([np.asarray(lon, float), np.asarray(lat, float)], axis=1))
-    return ring.tolist()
+    poly = Polygon(np.stack([np.asarray(lon, float), np.asarray(lat, float)], axis=1))
+    return np.asarray(orient(poly, sign=1.0).exterior.coords).tolist()
 
 
 def centre_lonlat(crs: Any, transform: Sequence[float], window: Sequence[float]) -> tuple[float, float]:
@@ -183,159 +169,3 @@ def centre_lonlat(crs: Any, transform: Sequence[float], window: Sequence[float])
     x, y = pixel_to_xy(transform, np.array([col_off + width / 2]), np.array([row_off + height / 2]))
     lon, lat = lonlat_transformer(crs).transform(float(x[0]), float(y[0]))
     return float(lon), float(lat)
-
-
-def ring_bbox(ring: Sequence[Sequence[float]]) -> tuple[float, float, float, float]:
-    """``(lon_min, lat_min, lon_max, lat_max)`` of a ring (no antimeridian handling)."""
-    arr = np.asarray(ring, float)
-    return float(arr[:, 0].min()), float(arr[:, 1].min()), float(arr[:, 0].max()), float(arr[:, 1].max())
-
-
-def to_polygon(footprint: Any) -> Polygon | None:
-    """A shapely polygon from a ring, a GeoJSON Polygon mapping, or a polygon; None stays None."""
-    if footprint is None or isinstance(footprint, Polygon):
-        return footprint
-    if isinstance(footprint, Mapping):
-        return shapely.geometry.shape(footprint)
-    return Polygon(footprint)
-
-
-# --------------------------------------------------------------------------- overlap suppression
-
-
-def overlap(a: Any, b: Any, measure: str = "fraction") -> float:
-    """Overlap of two footprints: ``"fraction"`` = intersection / smaller area, or ``"iou"``.
-
-    Areas are taken in lon/lat degrees: for chip-sized footprints the ratio is the ground ratio.
-    """
-    pa, pb = to_polygon(a), to_polygon(b)
-    if pa is None or pb is None:
-        return 0.0
-    inter = pa.intersection(pb).area
-    if measure == "iou":
-        union = pa.union(pb).area
-        return inter / union if union > 0 else 0.0
-    if measure != "fraction":
-        raise ValueError(f"unknown overlap measure {measure!r} (fraction or iou)")
-    smaller = min(pa.area, pb.area)
-    return inter / smaller if smaller > 0 else 0.0
-
-
-def suppress_overlaps(footprints: Sequence[Any], max_overlap: float, measure: str = "fraction") -> list[int]:
-    """Indices of the footprints to keep, in rank order: a footprint overlapping an already kept one by more
-    than ``max_overlap`` (see :func:`overlap`) is dropped. A footprint that is None is always kept."""
-    polys = [to_polygon(f) for f in footprints]
-    present = [i for i, p in enumerate(polys) if p is not None]
-    tree = shapely.STRtree([polys[i] for i in present]) if present else None
-    kept: list[int] = []
-    kept_set: set[int] = set()
-    for i, poly in enumerate(polys):
-        if poly is None:
-            kept.append(i)
-            continue
-        hits = [present[j] for j in tree.query(poly, predicate="intersects")]
-        if any(j in kept_set and overlap(poly, polys[j], measure) > max_overlap for j in hits):
-            continue
-        kept.append(i)
-        kept_set.add(i)
-    return kept
-
-
-# --------------------------------------------------------------------------- export
-
-
-def _as_mapping(result: Any) -> dict[str, Any]:
-    """A result as a plain dict: mappings as is, dataclasses via ``asdict``, else ``to_dict()``."""
-    if isinstance(result, Mapping):
-        return dict(result)
-    if dataclasses.is_dataclass(result):
-        return dataclasses.asdict(result)
-    return dict(result.to_dict())
-
-
-def _jsonable(value: Any) -> Any:
-    """Numpy scalars/arrays, tuples and paths turned into JSON types."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (np.ndarray, tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def polygon_geometry(footprint: Any, precision: int = 7) -> dict[str, Any] | None:
-    """RFC 7946 Polygon geometry: lon/lat, closed, exterior counter-clockwise, rounded to ``precision``."""
-    poly = to_polygon(footprint)
-    if poly is None or poly.is_empty:
-        return None
-    poly = orient(poly, sign=1.0)
-    ring = [[round(x, precision), round(y, precision)] for x, y in poly.exterior.coords]
-    if ring[0] != ring[-1]:
-        ring.append(list(ring[0]))
-    return {"type": "Polygon", "coordinates": [ring]}
-
-
-def feature_collection(results: Iterable[Any], footprint_key: str = "footprint", precision: int = 7) -> dict:
-    """A GeoJSON FeatureCollection: one Feature per result, its footprint as the Polygon geometry
-    (null when it has none) and every other field as a property."""
-    features = []
-    for result in results:
-        props = _as_mapping(result)
-        geometry = polygon_geometry(props.pop(footprint_key, None), precision)
-        feature: dict[str, Any] = {"type": "Feature", "geometry": geometry, "properties": _jsonable(props)}
-        if geometry is not None:
-            feature["bbox"] = list(ring_bbox(geometry["coordinates"][0]))
-        features.append(feature)
-    return {"type": "FeatureCollection", "features": features}
-
-
-def write_geojson(path: str | Path, results: Iterable[Any], **kwargs: Any) -> Path:
-    """Write :func:`feature_collection` to ``path`` (UTF-8 JSON)."""
-    path = Path(path)
-    path.write_text(json.dumps(feature_collection(results, **kwargs)), encoding="utf-8")
-    return path
-
-
-def _lonlat_of(props: Mapping[str, Any], footprint_key: str) -> tuple[Any, Any]:
-    """(lon, lat) of a result: its ``lon``/``lat`` fields, else its ``centroid``, else its footprint's centroid."""
-    if props.get("lon") is not None and props.get("lat") is not None:
-        return props["lon"], props["lat"]
-    if props.get("centroid") is not None:
-        lon, lat = props["centroid"]
-        return lon, lat
-    poly = to_polygon(props.get(footprint_key))
-    if poly is None:
-        return None, None
-    c = poly.centroid
-    return c.x, c.y
-
-
-def results_csv(results: Iterable[Any], footprint_key: str = "footprint") -> str:
-    """CSV text: ``lon,lat`` then every scalar field of the results (footprints and lists left out)."""
-    rows = []
-    for result in results:
-        props = _as_mapping(result)
-        lon, lat = _lonlat_of(props, footprint_key)
-        scalars = {k: _jsonable(v) for k, v in props.items()
-                   if k not in ("lon", "lat") and not isinstance(v, (Mapping, list, tuple, np.ndarray))}
-        rows.append({"lon": lon, "lat": lat, **scalars})
-    fields: list[str] = ["lon", "lat"]
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def write_csv(path: str | Path, results: Iterable[Any], **kwargs: Any) -> Path:
-    """Write :func:`results_csv` to ``path``."""
-    path = Path(path)
-    path.write_text(results_csv(results, **kwargs), encoding="utf-8")
-    return path

@@ -1,45 +1,47 @@
-"""faiss binary indexes over packed codes, keyed by the SQLite row ids.
+"""faiss binary indexes over packed codes, keyed by the SQLite row ids, and their cache files.
 
-Three kinds, one interface (:class:`CodeIndex`):
+Three kinds, one interface (:class:`CodeIndex`, a :class:`~.base.CodeBackend`):
 
 * ``flat``: exact brute-force Hamming scan (``IndexBinaryFlat`` in an ``IndexBinaryIDMap``).
 * ``multihash``: ``IndexBinaryMultiHash`` (pigeonhole lookup on code substrings);
   sub-linear while buckets stay small, which for 64-bit codes means up to ~1M images.
 * ``ivf``: ``IndexBinaryIVF`` with k-means lists, the sub-linear kind that scales
   to 10M; lists probed per query are chosen from the index size and ``k``
-  (see ``benchmarks/search_speed.py`` for the measurements behind the defaults).
+  (:func:`~.base.ivf_probes`; see ``benchmarks/search_speed.py`` for the measurements behind the defaults).
 
 k-NN search is approximate only for ``multihash``/``ivf``, and falls back to an
 exact scan for a query that would otherwise get fewer than ``k`` hits;
-:meth:`CodeIndex.range_search` is always exact.
+:meth:`CodeIndex.range_search` is always exact. Every kind returns the ``k`` smallest
+``(distance, id)`` pairs of what it scans (:func:`~.base.k_smallest`): faiss cuts ties
+at the ``k``-th distance in storage order, so it is asked for more and cut here.
 
 Searching never changes the faiss index: search parameters (IVF probes) are passed
 per call, so any number of threads may search one index at once. Updates
 (:meth:`CodeIndex.add`, :meth:`CodeIndex.remove`) must not overlap searches.
+
+:class:`FaissBackends` (a :class:`~.base.CodeBackends`) builds them and keeps the one of the current generation
+as ``cache-<kind>-g<generation>.faiss`` in the index directory, reused by the next process only if it holds
+exactly the ids and codes of that generation.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import re
+import time
 from pathlib import Path
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines about CPU features are noise
 import faiss  # noqa: E402
 import numpy as np
 
-from ..io_utils import atomic_write_bytes
+from ...io_utils import atomic_write_bytes
+from .base import CodeBackend, by_distance_then_id, empty_result, ivf_lists, ivf_probes, k_smallest
+
+log = logging.getLogger(__name__)
 
 KINDS = ("flat", "multihash", "ivf")
 
-#: Fewest lists probed per IVF query, and codes scanned per requested result: on clustered
-#: 64-bit codes these give recall@20 >= 0.99 from 100k (where ~20k codes must be scanned)
-#: to 10M (where 16 lists of ~2.4k codes suffice); see benchmarks/search_speed.py.
-IVF_NPROBE = 16
-IVF_CANDIDATES_PER_RESULT = 1000
-#: Codes per IVF list aimed for, and the most lists (k-means training time grows with lists^2).
-IVF_CODES_PER_LIST = 128
-IVF_MAX_LISTS = 4096
 #: k-means iterations and training points per list (faiss warns below 39).
 IVF_TRAIN_ITERATIONS = 10
 IVF_TRAIN_PER_LIST = 40
@@ -47,21 +49,15 @@ IVF_TRAIN_PER_LIST = 40
 MULTIHASH_SUBSTRING_BITS = 16
 MULTIHASH_FLIPS = 1
 
-
-def ivf_lists(n: int) -> int:
-    """A power-of-two list count for ``n`` codes (1 for tiny indexes)."""
-    target = max(1, min(IVF_MAX_LISTS, n // IVF_CODES_PER_LIST))
-    return 1 << (target.bit_length() - 1)
-
-
-def _empty() -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
+_CACHE_RE = re.compile(r"cache-(?P<kind>[a-z]+)-g(?P<generation>\d+)\.faiss")
+#: Temp files of cache writes killed midway are removed once this old (seconds).
+_STALE_TMP_AGE = 3600
 
 
 def _valid(distances: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop faiss's ``-1`` padding."""
-    keep = ids >= 0
-    return distances[keep], ids[keep]
+    """The one query's row of a faiss search, without its ``-1`` padding."""
+    keep = ids[0] >= 0
+    return distances[0][keep], ids[0][keep]
 
 
 class CodeIndex:
@@ -140,34 +136,38 @@ class CodeIndex:
     # ------------------------------------------------------------------ search
 
     def search(self, query: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest of one packed code: ``(distances int32, ids int64)``, nearest first.
+        """The ``k`` smallest ``(distance, id)`` pairs of what this kind scans for one packed code:
+        ``(distances int32, ids int64)``, nearest first, ties by id.
 
         ``nprobe``: IVF lists to probe for this call only (``None``: chosen from ``k``; other kinds ignore it).
         """
         if self.ntotal == 0 or k <= 0:
-            return _empty()
+            return empty_result()
         # One query is far too little work for OpenMP: its thread start-up cost ~47 ms per search on
         # a busy 2-core machine vs 0.2 ms single-threaded. The setting is per calling thread.
         faiss.omp_set_num_threads(1)
-        distances, ids = self._search(query.reshape(1, -1), k, nprobe)
-        if np.count_nonzero(ids >= 0) < min(k, self.ntotal):
-            distances, ids = self._exact_search(query.reshape(1, -1), k)
-        return _valid(distances[0], ids[0])
+        query = query.reshape(1, -1)
+        found = k_smallest(lambda n: _valid(*self._search(query, n, k, nprobe)), k)
+        assert found is not None  # no limit on what faiss is asked for
+        if len(found[1]) < min(k, self.ntotal):  # too few codes where it looked: scan them all
+            found = k_smallest(lambda n: _valid(*self._exact_search(query, n)), k)
+            assert found is not None
+        return found
 
     def range_search(self, query: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """All codes within Hamming distance ``radius`` (inclusive), nearest first, exactly."""
         if self.ntotal == 0 or radius < 0:
-            return _empty()
+            return empty_result()
         # faiss's binary range search is strict (< radius).
         _, distances, ids = self._exact_range(query.reshape(1, -1), radius + 1)
-        order = np.lexsort((ids, distances))
-        return distances[order].astype(np.int32), ids[order].astype(np.int64)
+        return by_distance_then_id(distances, ids)
 
-    def _search(self, query: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(query, k)
+    def _search(self, query: np.ndarray, n: int, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's ``n`` nearest (ties in storage order) of what a search for ``k`` scans."""
+        return self.index.search(query, n)
 
-    def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(query, k)
+    def _exact_search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(query, n)
 
     def _exact_range(self, query: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.index.range_search(query, radius)
@@ -198,8 +198,8 @@ class MultiHashIndex(CodeIndex):
         codes = faiss.vector_to_array(self._hash.storage.xb).reshape(-1, self.bits // 8)
         return faiss.vector_to_array(self.index.id_map), codes
 
-    def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        distances, positions = self._hash.storage.search(query, k)
+    def _exact_search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        distances, positions = self._hash.storage.search(query, n)
         return distances, self._to_ids(positions)
 
     def _exact_range(self, query: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,14 +227,8 @@ class IVFIndex(CodeIndex):
         self.index.nprobe = self.index.nlist  # set once, before the index is shared; never changed by a search
 
     def probes(self, k: int, nprobe: int | None = None) -> int:
-        """Lists to probe for ``k`` results: ``nprobe`` (else :attr:`nprobe`) if given, else enough to scan
-        ``IVF_CANDIDATES_PER_RESULT * k`` codes."""
-        nlist = self.index.nlist
-        nprobe = self.nprobe if nprobe is None else nprobe
-        if nprobe is not None:
-            return max(1, min(nprobe, nlist))
-        per_list = max(1.0, self.ntotal / nlist)
-        return int(min(nlist, max(IVF_NPROBE, math.ceil(IVF_CANDIDATES_PER_RESULT * k / per_list))))
+        """Lists to probe for ``k`` results (:func:`~.base.ivf_probes`; ``nprobe``, else :attr:`nprobe`, if given)."""
+        return ivf_probes(self.ntotal, self.index.nlist, k, self.nprobe if nprobe is None else nprobe)
 
     @classmethod
     def _new_index(cls, bits: int, train: np.ndarray) -> faiss.IndexBinary:
@@ -269,11 +263,11 @@ class IVFIndex(CodeIndex):
         if len(ids) and self.index.is_trained:
             super().add(ids, codes)
 
-    def _search(self, query: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(query, k, params=_probing(self.probes(k, nprobe)))
+    def _search(self, query: np.ndarray, n: int, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(query, n, params=_probing(self.probes(k, nprobe)))  # the lists probed for k
 
-    def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(query, k, params=_probing(self.index.nlist))  # every list: an exact scan
+    def _exact_search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(query, n, params=_probing(self.index.nlist))  # every list: an exact scan
 
     def _exact_range(self, query: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.index.range_search(query, radius)  # the index's nprobe is every list
@@ -293,3 +287,52 @@ def check_kind(kind: str) -> str:
     if kind not in _KIND_CLASSES:
         raise ValueError(f"unknown index kind {kind!r}: expected one of {', '.join(KINDS)}")
     return kind
+
+
+class FaissBackends:
+    """Builds faiss :class:`CodeIndex` es for one index directory and keeps the current one as its cache file."""
+
+    name = "faiss"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def build(self, kind: str, bits: int, ids: np.ndarray, codes: np.ndarray) -> CodeIndex:
+        return CodeIndex.build(kind, bits, ids, codes)
+
+    def cache_path(self, kind: str, generation: int) -> Path:
+        return self.path / f"cache-{kind}-g{generation}.faiss"
+
+    def load(self, kind: str, bits: int, generation: int) -> CodeIndex | None:
+        """The saved cache of ``kind`` for exactly ``generation``, if it loads (the caller checks its content)."""
+        path = self.cache_path(kind, generation)
+        if not path.is_file():
+            return None
+        try:
+            return CodeIndex.load(kind, path)
+        except RuntimeError as exc:  # truncated or corrupt: rebuild instead
+            log.warning("ignoring unreadable search cache %s: %s", path, exc)
+            return None
+
+    def save(self, codes: CodeBackend, kind: str, generation: int) -> None:
+        """Write the cache of ``generation`` (atomically, once) and delete older ones (best effort)."""
+        target = self.cache_path(kind, generation)
+        try:
+            if not target.exists():
+                codes.save(target)
+            self._remove_old_caches(kind, generation)
+        except OSError as exc:  # e.g. a read-only archive: searching still works from memory
+            log.warning("could not save the search cache in %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Nothing held open."""
+
+    def _remove_old_caches(self, kind: str, generation: int) -> None:
+        """Caches of other kinds or older generations (a newer one, saved by another process, is kept)."""
+        for f in self.path.glob("cache-*.faiss"):
+            m = _CACHE_RE.fullmatch(f.name)
+            if m is None or m["kind"] != kind or int(m["generation"]) < generation:
+                f.unlink(missing_ok=True)
+        for f in self.path.glob(".cache-*.tmp"):  # from writes killed midway
+            if time.time() - f.stat().st_mtime > _STALE_TMP_AGE:
+                f.unlink(missing_ok=True)

@@ -1,11 +1,11 @@
 """Searching an index of raster chips by place: queries from places, filters by area, results as places.
 
-A query becomes :class:`~.search.QueryVectors` (and the footprints of the place it was made from):
+A query becomes :class:`~rshash.index.search.QueryVectors` (and the footprints of the place it was made from):
 
 * a lon/lat **point**: the indexed chip that contains it (nearest centre), its stored code and descriptor;
 * a lon/lat **box**: that window read from its raster (with the stored bands and stretch) and encoded now;
 * an indexed **id**, an **image** (file or pixels), or **several examples** at once, combined into one query
-  (majority vote of the code bits, mean descriptor: :func:`~.search.combine_examples`).
+  (majority vote of the code bits, mean descriptor: :func:`~rshash.index.search.combine_examples`).
 
 The search is the index's one search path (Hamming shortlist, re-rank, ties by id) with an optional area
 of interest (the chip ids from the R*Tree, passed as the allowed set) and Hamming radius. Then hits that
@@ -22,17 +22,17 @@ import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from .. import geo
-from ..data.rasters import RasterError
-from . import geo_tables
-from .raster_reader import RasterReaders
-from .search import QueryVectors, combine_examples
-from .store import Store
+from ..index.query import Queries, is_id
+from ..index.search import QueryVectors, Searcher, SearchParams, combine_examples
+from ..index.store import Store
+from . import tables
+from .crs import footprint_lonlat, has_lonlat
+from .footprints import overlap, polygon_geometry, ring_bbox, suppress_overlaps, to_polygon
+from .reader import RasterReaders
+from .source import RasterError
 
-if TYPE_CHECKING:
-    from .archive import Index
 
 #: Default near-duplicate threshold: hits sharing more than this fraction of the smaller footprint with a
 #: better hit are dropped (with the default 50 % tiling overlap, side neighbours share 0.5, corners 0.25).
@@ -101,10 +101,11 @@ def _has_chips(conn: sqlite3.Connection) -> bool:
 
 
 class GeoSearch:
-    """Geo queries and searches over one :class:`~.archive.Index` (``index.geo``)."""
+    """Geo queries and searches over one :class:`~rshash.index.archive.Index` (``index.geo``)."""
 
-    def __init__(self, index: "Index", store: Store):
-        self.index = index
+    def __init__(self, store: Store, queries: Queries, searcher: Searcher):
+        self.queries = queries
+        self.searcher = searcher
         self._store = store
         self.readers = RasterReaders(store)
 
@@ -124,13 +125,13 @@ class GeoSearch:
         def read(conn: sqlite3.Connection) -> list[dict]:
             counts = dict(conn.execute("SELECT raster_id, COUNT(*) FROM chips GROUP BY raster_id"))
             ids = [r[0] for r in conn.execute("SELECT id FROM rasters ORDER BY id")]
-            return [geo_tables.get_raster(conn, i) | {"chips": int(counts.get(i, 0))} for i in ids]
+            return [tables.get_raster(conn, i) | {"chips": int(counts.get(i, 0))} for i in ids]
         out = []
         for row in self._read(read, []):
             bounds = footprint = None
-            if row["crs"] is not None and geo.has_lonlat(row["crs"]):
-                ring = geo.footprint_lonlat(row["crs"], row["transform"], (0, 0, row["width"], row["height"]), 16)
-                footprint, bounds = geo.polygon_geometry(ring), list(geo.ring_bbox(ring))
+            if row["crs"] is not None and has_lonlat(row["crs"]):
+                ring = footprint_lonlat(row["crs"], row["transform"], (0, 0, row["width"], row["height"]), 16)
+                footprint, bounds = polygon_geometry(ring), list(ring_bbox(ring))
             out.append({"id": row["id"], "path": row["path"], "name": Path(row["path"]).name, "width": row["width"],
                         "height": row["height"], "crs": row["crs"], "gsd": row["gsd"], "bands": row["bands"],
                         "dtype": row["dtype"], "stretch": row["stretch"], "chips": row["chips"], "bounds": bounds,
@@ -156,12 +157,12 @@ class GeoSearch:
 
     def chips(self, ids: Sequence[int]) -> dict[int, dict]:
         """Chip rows by item id (items that are not chips left out)."""
-        rows = self._read(lambda conn: geo_tables.get_chips(conn, [int(i) for i in ids]), [])
+        rows = self._read(lambda conn: tables.get_chips(conn, [int(i) for i in ids]), [])
         return {int(r["item_id"]): r for r in rows}
 
     def ids_in_box(self, box: Sequence[float]) -> list[int]:
         """Ids of the chips whose bounds intersect a lon/lat box (an area of interest)."""
-        return self._read(lambda conn: geo_tables.ids_in_bbox(conn, *parse_box(box)), [])
+        return self._read(lambda conn: tables.ids_in_bbox(conn, *parse_box(box)), [])
 
     # ------------------------------------------------------------------ queries
 
@@ -169,7 +170,7 @@ class GeoSearch:
         """The indexed chip containing the point (nearest centre): its stored vectors and footprint."""
         lon, lat = parse_lonlat((lon, lat))
         raster_id = self.raster_id(raster)
-        item = self._read(lambda conn: geo_tables.chip_at(conn, lon, lat, raster_id))
+        item = self._read(lambda conn: tables.chip_at(conn, lon, lat, raster_id))
         if item is None:
             raise PlaceNotIndexed(f"no indexed chip at lon {lon:.6f}, lat {lat:.6f}"
                                   + (f" in raster {raster}" if raster is not None else ""))
@@ -180,7 +181,7 @@ class GeoSearch:
     def id_query(self, ids: Sequence[int]) -> GeoQuery:
         """Indexed items (one, or several examples combined): their stored vectors, themselves excluded."""
         ids = [int(i) for i in ids]
-        vectors = combine_examples([self.index.query_vectors(i) for i in ids], self.index.bits)
+        vectors = combine_examples([self.queries.vectors(i) for i in ids], self.queries.bits)
         chips = self.chips(ids)
         return GeoQuery(vectors, tuple(chips[i]["footprint"] for i in ids if i in chips and chips[i]["footprint"]),
                         {"ids": ids} if len(ids) > 1 else {"id": ids[0]})
@@ -192,23 +193,23 @@ class GeoSearch:
         raster_id = self.raster_id(raster)
         if raster_id is None:
             raster_id = self._raster_for_box(box)
-        size = self.index.encoder.input_size
+        size = self.queries.input_size
         try:
             with self.readers.source(raster_id, size) as source:
                 chip = source.read_box(*box)
         except RasterError as exc:
             raise PlaceNotIndexed(str(exc)) from exc
-        vectors = self.index.query_vectors(chip.pixels)
+        vectors = self.queries.vectors(chip.pixels)
         return GeoQuery(vectors, (chip.meta.footprint,) if chip.meta.footprint else (),
                         {"box": list(box), "raster_id": raster_id, "window": list(chip.meta.window)})
 
     def _raster_for_box(self, box: Box) -> int:
         best: tuple[float, int] | None = None
-        query = geo.to_polygon([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]], [box[0], box[1]]])
+        query = to_polygon([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]], [box[0], box[1]]])
         for r in self.rasters():
             if r["footprint"] is None:
                 continue
-            area = geo.to_polygon(r["footprint"]).intersection(query).area
+            area = to_polygon(r["footprint"]).intersection(query).area
             if area > 0 and (best is None or (-area, r["id"]) < best):
                 best = (-area, r["id"])
         if best is None:
@@ -217,16 +218,16 @@ class GeoSearch:
 
     def examples_query(self, examples: Sequence[Any]) -> GeoQuery:
         """Several positive examples (indexed ids, image files, uint8 RGB pixels, or GeoQuery s) as one query."""
-        if examples and all(_is_id(e) for e in examples):
+        if examples and all(is_id(e) for e in examples):
             return self.id_query(list(examples))
-        parts = [e if isinstance(e, GeoQuery) else self.id_query([e]) if _is_id(e)
-                 else GeoQuery(self.index.query_vectors(e), (), {"image": str(e) if isinstance(e, (str, Path)) else "pixels"})
+        parts = [e if isinstance(e, GeoQuery) else self.id_query([e]) if is_id(e)
+                 else GeoQuery(self.queries.vectors(e), (), {"image": str(e) if isinstance(e, (str, Path)) else "pixels"})
                  for e in examples]
         if not parts:
             raise ValueError("no examples given")
         if len(parts) == 1:
             return parts[0]
-        vectors = combine_examples([p.vectors for p in parts], self.index.bits)
+        vectors = combine_examples([p.vectors for p in parts], self.queries.bits)
         return GeoQuery(vectors, tuple(f for p in parts for f in p.footprints), {"examples": [p.described for p in parts]})
 
     # ------------------------------------------------------------------ search
@@ -242,10 +243,10 @@ class GeoSearch:
         ids = None if aoi is None else self.ids_in_box(aoi)
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        own = [geo.to_polygon(f) for f in query.footprints]
+        own = [to_polygon(f) for f in query.footprints]
         fetch = None if k is None else max(4 * k, k + 20)
         while True:
-            hits = self.index.search(query.vectors, fetch, radius=radius, rerank=rerank, ids=ids, **options)
+            hits = self.searcher.search(query.vectors, SearchParams(fetch, radius, rerank, **options), ids=ids)
             places = self._places(hits, own, max_overlap)
             exhausted = fetch is None or len(hits) < fetch
             if exhausted or len(places) >= k or fetch >= 1 << 16:
@@ -260,7 +261,7 @@ class GeoSearch:
         for h in hits:
             c = chips.get(h.id)
             fp = None if c is None else c["footprint"]
-            if fp is not None and own and any(geo.overlap(fp, o) > SELF_OVERLAP for o in own):
+            if fp is not None and own and any(overlap(fp, o) > SELF_OVERLAP for o in own):
                 continue
             places.append(GeoHit(
                 h.rank, h.id, h.distance, h.score, h.similarity,
@@ -268,7 +269,7 @@ class GeoSearch:
                 None if c is None else c["raster_path"], None if c is None else int(c["raster_id"]),
                 None if c is None else tuple(int(v) for v in c["window"]), h.path, h.label))
         if max_overlap is not None:
-            keep = geo.suppress_overlaps([p.footprint for p in places], max_overlap)
+            keep = suppress_overlaps([p.footprint for p in places], max_overlap)
             places = [places[i] for i in keep]
         return places
 
@@ -283,12 +284,6 @@ class GeoSearch:
 
         with self.readers.source(int(chip["raster_id"]), size) as source:
             return source.read_chip(Window(*chip["window"])).pixels
-
-
-def _is_id(value: object) -> bool:
-    import numpy as np
-
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def hits_json(hits: Sequence[GeoHit]) -> list[dict]:

@@ -1,6 +1,6 @@
-"""Raster data layer: a georeferenced GeoTIFF/COG becomes a stream of uint8 RGB chips with footprints.
+"""Raster sources: a georeferenced GeoTIFF/COG becomes a stream of uint8 RGB chips with footprints.
 
-    with open_raster("scene.tif", gsd="auto", tile=256, overlap=0.5, out_size=224) as src:
+    with open_raster("scene.tif", gsd="auto", tile=256, overlap=0.5, out_size=224) as src:  # a RasterSource
         print(src.info.to_dict(), len(src.plan))
         for batch in src.iter_chips(batch_size=64):      # lists of Chip(pixels, meta)
             ...
@@ -12,17 +12,17 @@ The rules, in one place:
   blue; else the first three (a single band is repeated as grey). A 4th band is never read as pixels, and
   an alpha-tagged band is used as a mask only if it is binary (0 / max) or ``use_alpha=True``: NAIP's NIR
   is sometimes tagged alpha and must not black out the scene.
-- **Ground resolution**: tiles are ``tile`` pixels at the target ground resolution: ``gsd="auto"`` is the
-  model's training resolution (``model_gsd``, 0.3 m for UCMD), a float is metres, ``"native"`` keeps the
-  raster's pixels. Windows are in source pixels; rasterio resamples each window to ``out_size``.
-- **Tiling**: stride = window x (1 - overlap); the last row and column are shifted back inside the
-  raster; a raster smaller than one window gives one chip (the window clipped to the raster).
+- **Ground resolution and tiling**: see :mod:`rshash.geo.tiling` (the plan of source-pixel windows);
+  rasterio resamples each window to ``out_size``.
 - **Values**: uint8 is used as is; any other type gets one 2-98 percentile stretch per band for the
   whole raster, from an overview / decimated read, kept in ``info.stretch`` (a JSON-able dict) so chips
   stay comparable and an index can record it. Never a per-chip stretch.
 - **Skips**: chips whose valid fraction (dataset mask / nodata) is below ``1 - max_nodata`` or whose
   pixels are flat (std < ``min_std`` grey levels) are skipped and counted in ``skipped`` by reason.
 - **Memory**: every read is one window with ``out_shape``, so memory does not grow with the raster size.
+
+:class:`RasterError` is defined beside the tiling plan (:mod:`rshash.geo.tiling` raises it too) and
+imported here, its home for callers.
 """
 
 from __future__ import annotations
@@ -31,99 +31,28 @@ import logging
 import os
 import warnings
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Container, Iterator, Sequence
+from typing import Any, Container, Iterable, Iterator, Sequence
 
 import numpy as np
 import rasterio
+import shapely
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning
-from rasterio.windows import Window, from_bounds
+from rasterio.errors import NotGeoreferencedWarning, WindowError
+from rasterio.features import geometry_window
+from rasterio.windows import Window
 
-from .. import geo
-from .download import file_sha256
+from ..data.download import file_sha256
+from .crs import (CRSUnitsError, centre_lonlat, crs_text, footprint_lonlat, from_lonlat_transformer,
+                  ground_pixel_size, has_lonlat, window_bounds)
+from .footprints import ring_bbox
+from .tiling import EXTREME_RATIO, MODEL_GSD_M, RasterError, TilingPlan, plan_tiles, resolve_gsd, window_key
 
 log = logging.getLogger(__name__)
 
-#: Ground resolution (metres) of the training data: UCMD's 1 ft orthophotos.
-MODEL_GSD_M = 0.3
-#: A resampling ratio beyond this (either way) gets a warning.
-EXTREME_RATIO = 8.0
-
-
-class RasterError(ValueError):
-    """A raster, or a request on it, that cannot be served (clear message for the user)."""
-
-
-# --------------------------------------------------------------------------- tiling plan
-
-
-def _starts(size: int, win: int, stride: int) -> tuple[int, ...]:
-    """Window offsets along one axis: a regular stride, the last shifted back so it ends at ``size``."""
-    if win >= size:
-        return (0,)
-    starts = list(range(0, size - win + 1, stride))
-    if starts[-1] + win < size:
-        starts.append(size - win)
-    return tuple(starts)
-
-
-@dataclass(frozen=True)
-class TilingPlan:
-    """Windows (source pixels) covering a raster: every ``col_starts`` x ``row_starts`` pair, row-major."""
-
-    width: int
-    height: int
-    win_width: int
-    win_height: int
-    col_starts: tuple[int, ...]
-    row_starts: tuple[int, ...]
-    tile: int
-    overlap: float
-    target_gsd: float | None
-
-    def __len__(self) -> int:
-        return len(self.col_starts) * len(self.row_starts)
-
-    def windows(self) -> Iterator[Window]:
-        """All windows, row by row (so consecutive reads share blocks)."""
-        w, h = min(self.win_width, self.width), min(self.win_height, self.height)
-        for row in self.row_starts:
-            for col in self.col_starts:
-                yield Window(col, row, w, h)
-
-    def window_containing(self, col: float, row: float) -> Window:
-        """The window containing pixel (col, row) whose centre is nearest to it."""
-        if not (0 <= col < self.width and 0 <= row < self.height):
-            raise RasterError(f"pixel ({col:.1f}, {row:.1f}) is outside the raster")
-        w, h = min(self.win_width, self.width), min(self.win_height, self.height)
-        c = min((s for s in self.col_starts if s <= col < s + w), key=lambda s: abs(s + w / 2 - col))
-        r = min((s for s in self.row_starts if s <= row < s + h), key=lambda s: abs(s + h / 2 - row))
-        return Window(c, r, w, h)
-
-
-def plan_tiles(width: int, height: int, win_width: int, win_height: int, overlap: float = 0.5,
-               tile: int = 256, target_gsd: float | None = None) -> TilingPlan:
-    """A :class:`TilingPlan` of ``win_width`` x ``win_height`` source-pixel windows with ``overlap`` (0 <= o < 1)."""
-    if not 0.0 <= overlap < 1.0:
-        raise RasterError(f"overlap must be in [0, 1), got {overlap}")
-    win_width, win_height = max(1, int(win_width)), max(1, int(win_height))
-    stride_x = max(1, round(win_width * (1.0 - overlap)))
-    stride_y = max(1, round(win_height * (1.0 - overlap)))
-    return TilingPlan(width, height, win_width, win_height, _starts(width, win_width, stride_x),
-                      _starts(height, win_height, stride_y), tile, overlap, target_gsd)
-
-
-def resolve_gsd(gsd: str | float, native: float | None, model_gsd: float = MODEL_GSD_M) -> float | None:
-    """Target ground resolution in metres: ``"auto"`` -> ``model_gsd``, ``"native"`` -> ``native``, or a float."""
-    if gsd == "native":
-        return native
-    target = float(model_gsd) if gsd == "auto" else float(gsd)
-    if not target > 0:
-        raise RasterError(f"gsd must be 'auto', 'native' or a positive number of metres, got {gsd!r}")
-    return target
+#: File name endings taken from a folder given as a raster source.
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
 
 # --------------------------------------------------------------------------- bands, masks, stretch
@@ -177,8 +106,16 @@ def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _valid(ds: Any, mbands: Sequence[int], window: Window | None, shape: tuple[int, int],
-           data: np.ndarray | None = None) -> np.ndarray:
+def read_bands(ds: Any, bands: Sequence[int], shape: tuple[int, int], window: Window | None = None,
+               resampling: Resampling = Resampling.bilinear) -> np.ndarray:
+    """(len(bands), h, w) raw values of ``bands`` (1-based; a repeated band read once) resampled to ``shape``."""
+    unique = list(dict.fromkeys(bands))
+    data = ds.read(unique, window=window, out_shape=(len(unique), *shape), resampling=resampling)
+    return data[[unique.index(b) for b in bands]]
+
+
+def valid_mask(ds: Any, mbands: Sequence[int], window: Window | None, shape: tuple[int, int],
+               data: np.ndarray | None = None) -> np.ndarray:
     """Boolean valid-pixel mask at ``shape``: any masked band valid, and finite data where it is float."""
     if mbands:
         masks = ds.read_masks(list(mbands), window=window, out_shape=(len(mbands), *shape),
@@ -199,7 +136,7 @@ def compute_stretch(ds: Any, bands: Sequence[int], mbands: Sequence[int] = (), m
         return {"kind": "none"}
     shape = _decimated_shape(ds.height, ds.width, max_side)
     data = ds.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest).astype(np.float64)
-    valid = _valid(ds, mbands, None, shape, data)
+    valid = valid_mask(ds, mbands, None, shape, data)
     low, high = [], []
     for band in data:
         values = band[valid]
@@ -273,7 +210,9 @@ class Chip:
 
 
 class RasterSource:
-    """An open raster with its band choice, stretch and tiling plan; made by :func:`open_raster`."""
+    """An open raster with its band choice, stretch and tiling plan; made by :func:`open_raster`.
+
+    It owns the dataset: ``close()`` (or the end of a ``with`` block) closes it."""
 
     def __init__(self, ds: Any, *, bands: Sequence[int] | None = None, gsd: str | float = "auto",
                  model_gsd: float = MODEL_GSD_M, tile: int = 256, overlap: float = 0.5, out_size: int = 224,
@@ -285,22 +224,46 @@ class RasterSource:
         self.bands = choose_bands(ds, bands)
         self.mask_bands = mask_bands(ds, self.bands, use_alpha)
         native = self._native_gsd(gsd)
-        self.georeferenced = native is not None and geo.has_lonlat(ds.crs)  # footprints can be computed
+        self.georeferenced = native is not None and has_lonlat(ds.crs)  # footprints can be computed
         target = resolve_gsd(gsd, None if native is None else sum(native) / 2, model_gsd)
         self.plan = self._plan(native, target, int(tile), overlap)
         self.info = RasterInfo(
-            path=os.path.abspath(ds.name), sha256=file_sha256(ds.name), crs=geo.crs_text(ds.crs),
+            path=os.path.abspath(ds.name), sha256=file_sha256(ds.name), crs=crs_text(ds.crs),
             transform=tuple(float(v) for v in tuple(ds.transform)[:6]), width=ds.width, height=ds.height,
             count=ds.count, bands=self.bands, dtype=ds.dtypes[self.bands[0] - 1],
             stretch=stretch or compute_stretch(ds, self.bands, self.mask_bands),
             gsd=None if native is None else sum(native) / 2)
         self.skipped: Counter[str] = Counter()
 
+    # ----------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        """Close the dataset (again: nothing happens)."""
+        self.ds.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.ds.closed)
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def with_stretch(self, bands: Sequence[int], stretch: dict[str, Any]) -> RasterSource:
+        """This dataset and tiling read with other bands and a given stretch (how an index recorded it).
+
+        The new source shares the dataset: close only one of them."""
+        return RasterSource(self.ds, bands=bands, gsd=self.plan.target_gsd or "native", tile=self.plan.tile,
+                            overlap=self.plan.overlap, out_size=self.out_size, max_nodata=1.0 - self.min_valid,
+                            stretch=stretch)
+
     def _native_gsd(self, gsd: str | float) -> tuple[float, float] | None:
         """Ground pixel size (x, y) in metres; None (allowed only with gsd="native") without CRS units."""
         try:
-            return geo.ground_pixel_size(self.ds.crs, self.ds.transform, self.ds.width, self.ds.height)
-        except geo.CRSUnitsError as exc:
+            return ground_pixel_size(self.ds.crs, self.ds.transform, self.ds.width, self.ds.height)
+        except CRSUnitsError as exc:
             if gsd == "native":
                 return None
             raise RasterError(f"{self.ds.name}: {exc}; its ground resolution is unknown, so it cannot be "
@@ -322,24 +285,21 @@ class RasterSource:
     # ----------------------------------------------------------------- reading
 
     def _meta(self, window: Window, valid_fraction: float) -> ChipMeta:
-        win = (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
+        win = window_key(window)
         footprint = centroid = bbox = None
         if self.georeferenced:
-            footprint = geo.footprint_lonlat(self.ds.crs, self.info.transform, win)
-            centroid = geo.centre_lonlat(self.ds.crs, self.info.transform, win)
-            bbox = geo.ring_bbox(footprint)
-        bounds = geo.window_bounds(self.info.transform, win)
+            footprint = footprint_lonlat(self.ds.crs, self.info.transform, win)
+            centroid = centre_lonlat(self.ds.crs, self.info.transform, win)
+            bbox = ring_bbox(footprint)
+        bounds = window_bounds(self.info.transform, win)
         return ChipMeta(self.info.path, win, bounds, footprint, centroid, bbox, valid_fraction)
 
     def _read_valid(self, window: Window) -> np.ndarray:
-        return _valid(self.ds, self.mask_bands, window, (self.out_size, self.out_size))
+        return valid_mask(self.ds, self.mask_bands, window, (self.out_size, self.out_size))
 
     def _read_pixels(self, window: Window, valid: np.ndarray) -> np.ndarray:
         """Read ``window`` resampled to ``out_size``; uint8 RGB with invalid pixels set to 0."""
-        unique = list(dict.fromkeys(self.bands))
-        data = self.ds.read(unique, window=window, out_shape=(len(unique), self.out_size, self.out_size),
-                            resampling=self.resampling)
-        data = data[[unique.index(b) for b in self.bands]]
+        data = read_bands(self.ds, self.bands, (self.out_size, self.out_size), window, self.resampling)
         if np.issubdtype(data.dtype, np.floating):
             valid &= np.isfinite(data).all(axis=0)
         pixels = apply_stretch(data, self.info.stretch)
@@ -358,25 +318,31 @@ class RasterSource:
         values = pixels[::step, ::step][valid[::step, ::step]].astype(np.float32)
         return values.size == 0 or float(values.std(axis=0).max()) < self.min_std
 
+    def load_chip(self, window: Window) -> tuple[Chip | None, str | None]:
+        """``(chip, None)`` for a window worth indexing, else ``(None, reason)``: ``"nodata"`` (valid fraction
+        below ``1 - max_nodata``) or ``"flat"`` (std below ``min_std``)."""
+        valid = self._read_valid(window)
+        if float(valid.mean()) < self.min_valid:
+            return None, "nodata"
+        pixels = self._read_pixels(window, valid)
+        if self._is_flat(pixels, valid):
+            return None, "flat"
+        return Chip(pixels, self._meta(window, float(valid.mean()))), None
+
     def iter_chips(self, batch_size: int = 64,
                    skip: Container[tuple[int, int, int, int]] = ()) -> Iterator[list[Chip]]:
         """Chips of the plan in batches, window by window; nodata and flat chips are counted in
         ``self.skipped``, as are windows in ``skip`` (e.g. those an interrupted run already indexed)."""
         batch: list[Chip] = []
         for window in self.plan.windows():
-            key = (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
-            if key in skip:
+            if window_key(window) in skip:
                 self.skipped["already_indexed"] += 1
                 continue
-            valid = self._read_valid(window)
-            if float(valid.mean()) < self.min_valid:
-                self.skipped["nodata"] += 1
+            chip, reason = self.load_chip(window)
+            if chip is None:
+                self.skipped[reason] += 1
                 continue
-            pixels = self._read_pixels(window, valid)
-            if self._is_flat(pixels, valid):
-                self.skipped["flat"] += 1
-                continue
-            batch.append(Chip(pixels, self._meta(window, float(valid.mean()))))
+            batch.append(chip)
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
@@ -393,7 +359,7 @@ class RasterSource:
     def lonlat_to_pixel(self, lon: float, lat: float) -> tuple[float, float]:
         """(col, row) of a lon/lat point, fractional pixels."""
         self._require_crs()
-        x, y = geo.from_lonlat_transformer(self.ds.crs).transform(lon, lat)
+        x, y = from_lonlat_transformer(self.ds.crs).transform(lon, lat)
         col, row = ~self.ds.transform @ (x, y)
         return float(col), float(row)
 
@@ -408,29 +374,50 @@ class RasterSource:
     def window_for_box(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> Window:
         """Integer source window covering a lon/lat box, clipped to the raster."""
         self._require_crs()
-        xmin, ymin, xmax, ymax = geo.from_lonlat_transformer(self.ds.crs).transform_bounds(
+        xmin, ymin, xmax, ymax = from_lonlat_transformer(self.ds.crs).transform_bounds(
             lon_min, lat_min, lon_max, lat_max, densify_pts=21)
-        win = from_bounds(xmin, ymin, xmax, ymax, self.ds.transform)
-        c0, r0 = max(0, int(np.floor(win.col_off))), max(0, int(np.floor(win.row_off)))
-        c1 = min(self.ds.width, int(np.ceil(win.col_off + win.width)))
-        r1 = min(self.ds.height, int(np.ceil(win.row_off + win.height)))
-        if c1 <= c0 or r1 <= r0:
+        try:  # offsets rounded down, far edges up, intersected with the raster
+            win = geometry_window(self.ds, [shapely.box(xmin, ymin, xmax, ymax)])
+        except WindowError:
+            win = None
+        if win is None or win.width <= 0 or win.height <= 0:
             raise RasterError(f"the box ({lon_min}, {lat_min}, {lon_max}, {lat_max}) does not overlap {self.ds.name}")
-        return Window(c0, r0, c1 - c0, r1 - r0)
+        return Window(*window_key(win))
 
     def read_box(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> Chip:
         """One chip of an arbitrary lon/lat box (search by a box drawn on the map), resampled to out_size."""
         return self.read_chip(self.window_for_box(lon_min, lat_min, lon_max, lat_max))
 
 
-@contextmanager
-def open_raster(path: str | Path, **options: Any) -> Iterator[RasterSource]:
-    """Open a GeoTIFF/COG as a :class:`RasterSource` (options: see :class:`RasterSource`); closes on exit."""
+def open_raster(path: str | Path, **options: Any) -> RasterSource:
+    """Open a GeoTIFF/COG as a :class:`RasterSource` (options: see :class:`RasterSource`), to use in a
+    ``with`` block (closed at its end) or to ``close()``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # no CRS gets our own clear error
         try:
             ds = rasterio.open(path)
         except rasterio.errors.RasterioIOError as exc:
             raise RasterError(f"cannot open {path} as a raster: {exc}") from exc
-    with ds:
-        yield RasterSource(ds, **options)
+    try:
+        return RasterSource(ds, **options)
+    except BaseException:
+        ds.close()
+        raise
+
+
+def raster_paths(items: Iterable[str | Path] | str | Path) -> list[Path]:
+    """Absolute raster paths: files as given, folders searched recursively for GeoTIFF-like files (sorted);
+    duplicates dropped. A missing path is an error."""
+    if isinstance(items, (str, Path)):
+        items = [items]
+    out: dict[Path, None] = {}
+    for item in items:
+        path = Path(item).absolute()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+            out.update(dict.fromkeys(found))
+        elif path.is_file():
+            out[path] = None
+        else:
+            raise FileNotFoundError(f"no such raster file or folder: {item}")
+    return list(out)

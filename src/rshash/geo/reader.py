@@ -18,9 +18,9 @@ from typing import Iterator
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
-from ..data.rasters import RasterError, RasterSource
-from . import geo_tables
-from .store import Store
+from ..index.store import Store
+from . import tables
+from .source import RasterError, RasterSource
 
 
 class RasterReaders:
@@ -34,7 +34,7 @@ class RasterReaders:
 
     def row(self, raster_id: int) -> dict:
         """The raster's row (JSON columns decoded); RasterError if it is not in the index."""
-        row = self._store.run(lambda conn: geo_tables.get_raster(conn, raster_id))
+        row = self._store.run(lambda conn: tables.get_raster(conn, raster_id))
         if row is None:
             raise RasterError(f"no raster with id {raster_id} in the index")
         return row
@@ -53,7 +53,7 @@ class RasterReaders:
             ds.close()
             raise
         if source.info.sha256 != row["sha256"]:
-            ds.close()
+            source.close()
             raise RasterError(f"raster {raster_id} ({Path(row['path']).name}) changed on disk since it was "
                               "indexed: index it again")
         return source
@@ -70,17 +70,17 @@ class RasterReaders:
             entry = (self._open_source(raster_id, out_size), threading.Lock())
             with self._lock:
                 if key in self._open:  # opened meanwhile by another thread: use that one
-                    entry[0].ds.close()
+                    entry[0].close()
                     entry = self._open[key]
                 else:
                     self._open[key] = entry
                     while len(self._open) > self._max_open:
                         _, (old, old_lock) = self._open.popitem(last=False)
                         with old_lock:
-                            old.ds.close()
+                            old.close()
         source, lock = entry
         with lock:
-            if source.ds.closed:  # evicted between the lookup and now
+            if source.closed:  # evicted between the lookup and now
                 with self.source(raster_id, out_size) as fresh:
                     yield fresh
                 return
@@ -92,4 +92,4 @@ class RasterReaders:
             self._open.clear()
         for source, lock in entries:
             with lock:
-                source.ds.close()
+                source.close()
