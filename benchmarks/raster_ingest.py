@@ -172,21 +172,6 @@ def _recall(ranked: list[list[int]], truth: list[int | None], k: int) -> float:
     return sum(t in r[:k] for r, t in pairs) / len(pairs)
 
 
-def pretrained_features(pixels: np.ndarray) -> np.ndarray:
-    """ImageNet EfficientNet-Lite0 head features, average-pooled (the backbone before any fine-tuning)."""
-    import torch
-
-    from rshash.backbone import create_backbone
-
-    net = create_backbone(pretrained=True)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(pixels), 32):
-            x = torch.from_numpy(pixels[start:start + 32]).permute(0, 3, 1, 2).float() / 255.0
-            out.append(net(x)[-1].mean(dim=(2, 3)).numpy())
-    return np.concatenate(out)
-
-
 def same_place(model: Path, rasters: Path, work: Path, limit: int | None) -> dict:
     with Index.create(work / "same-place", model) as index:
         size = index.encoder.input_size
@@ -202,9 +187,11 @@ def same_place(model: Path, rasters: Path, work: Path, limit: int | None) -> dic
         for q in queries:
             hits = index.search(q.pixels, k=10)
             ranked.append([pos_of[h.id] for h in hits])
-    feats_db = pretrained_features(np.stack([c.pixels for c in database]))
-    feats_q = pretrained_features(np.stack([q.pixels for q in queries]))
     from rshash.baselines.knn import cosine_distances
+    from rshash.features import pretrained_embeddings
+
+    feats_db = pretrained_embeddings(np.stack([c.pixels for c in database]))
+    feats_q = pretrained_embeddings(np.stack([q.pixels for q in queries]))
 
     knn = np.argsort(cosine_distances(feats_q, feats_db), axis=1, kind="stable")[:, :10].tolist()
     return {"database": NAIP_2009, "queries": NAIP_2020, "options": SAME_PLACE, "database_chips": report.added,

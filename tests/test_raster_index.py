@@ -23,12 +23,11 @@ import rasterio
 from rasterio.transform import from_origin
 
 from rshash.cli import main as cli_main
-from rshash.codes import pack_codes, unpack_codes
+from rshash.codes import unpack_codes
 from rshash.geo import footprints
 from rshash.geo.search import PlaceNotIndexed
 from rshash.geo.tiling import chip_path, parse_chip_path
 from rshash.index import Index
-from rshash.index.search import QueryVectors, combine_examples
 
 COGEO, NAIP = "cogeo.tif", "naip_m_3211605_ne_11_060_20200415.tif"
 
@@ -233,17 +232,6 @@ def test_box_search_reads_and_encodes_the_window(raster_index_dir):
         assert hits and all(footprints.overlap(h.footprint, chip["footprint"]) <= 0.01 for h in hits)
         with pytest.raises(PlaceNotIndexed):
             index.search_box((10.0, 10.0, 10.1, 10.1))
-
-
-def test_several_examples_are_one_query():
-    a, b, c = (np.array(x, bool) for x in ([1, 1, 0, 0] * 2, [1, 0, 1, 0] * 2, [0, 1, 1, 0] * 2))
-    d = np.eye(3, 4, dtype=np.int8) * 127
-    examples = [QueryVectors(pack_codes(x[None])[0], y, (i,)) for i, (x, y) in enumerate(zip((a, b, c), d))]
-    combined = combine_examples(examples, 8)
-    assert unpack_codes(combined.code[None], 8)[0].tolist() == [True, True, True, False] * 2  # majority
-    assert unpack_codes(combine_examples(examples[:2], 8).code[None], 8)[0].tolist() == a.tolist()  # tie: first
-    assert combined.exclude == (0, 1, 2)
-    assert combined.descriptor.tolist() == [127, 127, 127, 0]  # mean of the normalised descriptors
 
 
 def test_examples_by_id_exclude_themselves(raster_index_dir):

@@ -142,3 +142,15 @@ def build_feature_bank(
         (tmp / "meta.json").write_text(json.dumps({"ok": ok, "skipped": report.skipped[before:]}))
     log.info("%s; feature bank cached in %s", report.summary(), target)
     return FeatureBank([records[i] for i in ok], cut, pooled, tap_dims, key)
+
+
+def pretrained_embeddings(pixels: np.ndarray, batch: int = 32) -> np.ndarray:
+    """ImageNet EfficientNet-Lite0 head features, average-pooled, of ``uint8 (N, S, S, 3)`` pixels: the untrained
+    baseline of the retrieval protocols (the backbone before any fine-tuning)."""
+    net = create_backbone(pretrained=True).eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), batch):
+            x = torch.from_numpy(np.ascontiguousarray(pixels[start:start + batch])).permute(0, 3, 1, 2).float() / 255.0
+            out.append(net(x)[-1].mean(dim=(2, 3)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)

@@ -33,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     action.add_argument("--rasters", type=Path, nargs="+", metavar="FILE_OR_FOLDER",
                         help="georeferenced rasters (GeoTIFF / COG; folders searched recursively), tiled into chips")
     action.add_argument("--remove", type=int, nargs="+", metavar="ID", help="remove these image ids")
+    action.add_argument("--remove-raster", metavar="ID_OR_PATH",
+                        help="remove an indexed raster (by id, path or file name) with all its chips")
     parser.add_argument("--model", type=Path, metavar="MODEL_DIR", help="model directory (required for a new index)")
     parser.add_argument(
         "--kind", choices=KIND_CHOICES, help="search structure: flat (exact, default), multihash or ivf (sub-linear)"
@@ -93,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.remove:
         with Index.open(args.out, args.model) as index:
             return _remove(index, args.remove)
+    if args.remove_raster is not None:
+        with Index.open(args.out, args.model) as index:
+            return _remove_raster(index, args.remove_raster)
     if args.engine != "ray" and (args.address is not None or args.workers is not None):
         raise SystemExit("rshash index: --address and --workers go with --engine ray")
     if args.rasters:
@@ -123,10 +128,23 @@ def _add_rasters(args: argparse.Namespace) -> int:
     print(report.summary())
     for r in report.rasters:
         print(f"  {Path(r['path']).name}: {r['added']} added of {r['chips_planned']} planned"
-              + (f", skipped {r['skipped']}" if r["skipped"] else ""))
+              + (f", skipped {r['skipped']}" if r["skipped"] else "")
+              + (f", replaced {r['replaced']['chips']} chip(s) of other tiling options" if r.get("replaced") else "")
+              + (f"; PARTIAL ({r['reason']}): rerun to resume" if r.get("status") == "partial" and r.get("reason")
+                 else ""))
     print(f"{args.out}: {stats['images']} items, {stats['bits']}-bit codes, kind {stats['kind']}")
     if report.skipped:
         print(f"unreadable rasters and reasons: {report_path}")
+    return 0
+
+
+def _remove_raster(index: Index, raster: str) -> int:
+    try:
+        removed = index.remove_raster(int(raster) if raster.isdigit() else raster)
+    except ValueError as exc:
+        print(f"rshash index: {exc}", file=sys.stderr)
+        return 2
+    print(f"removed raster {raster} and its {removed} chip(s); {len(index)} items left in {index.path}")
     return 0
 
 

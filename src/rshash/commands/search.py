@@ -15,9 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR")
     parser.add_argument("query", nargs="*", type=Path, metavar="QUERY_IMAGE",
-                        help="query image file (several: positive examples combined into one query)")
+                        help="query image file (several, at most 100: positive examples searched together)")
     parser.add_argument("--id", type=int, action="append",
-                        help="query by an item already in the index (itself excluded; repeatable: examples combined)")
+                        help="query by an item already in the index (itself excluded; repeatable: examples searched together)")
     place = parser.add_argument_group("places (indexes of raster chips)")
     place.add_argument("--lonlat", metavar="LON,LAT",
                        help="query by the indexed chip containing this point (longitude first; with a negative "
@@ -32,6 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     place.add_argument("--csv", type=Path, metavar="FILE", help="write the results as CSV (lon, lat, then the fields)")
     parser.add_argument("--k", type=int, help="number of results (default 20; with --radius: no limit)")
     parser.add_argument("--radius", type=int, help="every image within this Hamming distance instead of the k nearest")
+    parser.add_argument("--offset", type=int, default=0,
+                        help="skip this many results (a page: offset + k at most the 1000 re-ranked ones)")
     parser.add_argument("--rerank", choices=("on", "off"), default="on",
                         help="on (default): re-rank the Hamming shortlist by the stored descriptors; off: Hamming order")
     parser.add_argument("--label", action="append", metavar="LABEL",
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     labels = None if args.label is None else [None if x == "(unlabelled)" else x for x in args.label]
     k = args.k if args.radius is not None else (args.k or 20)
     with Index.open(args.index, args.model) as index:
-        hits = index.search(query, k, radius=args.radius, rerank=args.rerank == "on", labels=labels)
+        hits = index.search(query, k, radius=args.radius, rerank=args.rerank == "on", labels=labels,
+                            offset=args.offset)
     if args.json:
         described = {"id": args.id[0] if len(args.id) == 1 else args.id} if args.id else {}
         if args.query:
@@ -85,7 +88,7 @@ def _run_geo(args: argparse.Namespace) -> int:
     k = args.k if args.radius is not None else (args.k or 20)
     options = {"radius": args.radius, "rerank": args.rerank == "on", "labels": labels,
                "aoi": None if args.aoi is None else parse_box(args.aoi),
-               "max_overlap": MAX_OVERLAP if args.max_overlap is None else args.max_overlap}
+               "max_overlap": MAX_OVERLAP if args.max_overlap is None else args.max_overlap, "offset": args.offset}
     with Index.open(args.index, args.model) as index:
         if args.lonlat is not None:
             query = index.geo.point_query(*parse_lonlat(args.lonlat), raster=args.raster)

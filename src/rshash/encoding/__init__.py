@@ -1,8 +1,9 @@
 """Adding items to an index: item source -> engine -> commit, one pipeline for every kind of item.
 
 * :mod:`.items`: what an item is once loaded (:class:`~.items.Loaded`) or why it was not
-  (:class:`~.items.Outcome`), and image files as an item source (:class:`~.items.ImageFiles`);
+  (:class:`~.report.Outcome`), and image files as an item source (:class:`~.items.ImageFiles`);
 * :mod:`.chips`: the chips of georeferenced rasters as an item source (:class:`~.chips.RasterChips`);
+* :mod:`.collapse`: identical GDAL / Python warnings of one raster collapsed into one line with a count;
 * :mod:`.local`: the local engine (ONNX Runtime here, loading one batch ahead in a thread);
 * :mod:`.ray_engine`: the same loaders in Ray Data tasks and encoder actors (imports Ray: only with
   ``engine="ray"``);

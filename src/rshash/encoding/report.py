@@ -10,6 +10,8 @@ from ..data.datasets import SkipReport
 
 #: Outcomes of items that are not encoded (sources may add their own reasons, e.g. ``nodata``).
 UNCHANGED, UNREADABLE = "unchanged", "unreadable"
+#: The reason a raster is left partial when the run stopped at its chip budget.
+LIMITED = "stopped at max_chips"
 
 
 @dataclass(frozen=True)
@@ -57,22 +59,28 @@ class AddReport(SkipReport):
 class RasterAddReport(AddReport):
     """What :meth:`Index.add_rasters` did: chips ``added``, chips already indexed (``unchanged``), chips
     skipped by reason (``chips_skipped``: nodata, flat), rasters that could not be read (``skipped``), and
-    one entry per raster (``rasters``)."""
+    one entry per raster (``rasters``: its status ``complete`` or ``partial`` with the reason, tiling, chips
+    replaced because it was indexed before with other tiling options, collapsed warnings)."""
 
     chips_skipped: Counter = field(default_factory=Counter)
     rasters: list[dict] = field(default_factory=list)
     limited: bool = False  # stopped at max_chips
+    chip_reasons: dict[str, str] = field(default_factory=dict)  # status -> the last reason given (a read error)
 
     def note(self, outcome: Outcome) -> None:
         if outcome.status in (UNCHANGED, UNREADABLE):
             super().note(outcome)
         else:
             self.chips_skipped[outcome.status] += 1
+            if outcome.reason:
+                self.chip_reasons[outcome.status] = outcome.reason
 
     def summary(self) -> str:
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.chips_skipped.items())) or "none"
+        partial = sum(1 for r in self.rasters if r.get("status") == "partial" and r.get("reason") != LIMITED)
         return (f"{len(self.rasters)} raster(s): {self.added} chips added, {self.unchanged} already indexed, "
                 f"chips skipped: {skipped}; {len(self.skipped)} unreadable raster(s)"
+                + (f", {partial} partial (read errors; a rerun resumes them)" if partial else "")
                 + (" (stopped at --max-chips)" if self.limited else ""))
 
     def to_dict(self) -> dict:

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyproj
+import shapely
+import shapely.affinity
 from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
@@ -150,22 +152,52 @@ def window_ring_pixels(col_off: float, row_off: float, width: float, height: flo
     return np.stack([cols, rows], axis=1)
 
 
-def footprint_lonlat(crs: Any, transform: Sequence[float], window: Sequence[float], densify: int = 4) -> Ring:
-    """Lon/lat footprint of a pixel window ``(col_off, row_off, width, height)``: a closed CCW ring.
+def wrap_lon(lon: float) -> float:
+    """A longitude in [-180, 180]: values already in range are kept (180 stays 180), others wrapped."""
+    lon = float(lon)
+    return lon if -180.0 <= lon <= 180.0 else (lon + 180.0) % 360.0 - 180.0
+
+
+def _split_at_antimeridian(poly: Polygon) -> Ring | dict[str, Any]:
+    """A lon/lat polygon whose longitudes may pass +-180 (unwrapped): its ring when it stays inside
+    [-180, 180], else a GeoJSON MultiPolygon of its parts cut at +-180 and shifted back into range."""
+    west, _, east, _ = poly.bounds
+    if west >= -180.0 and east <= 180.0:
+        return np.asarray(poly.exterior.coords).tolist()
+    parts = []
+    for offset in (-360.0, 0.0, 360.0):  # the part in [-180 - offset, 180 - offset], moved by +offset
+        piece = poly.intersection(shapely.box(-180.0 - offset, -90.0, 180.0 - offset, 90.0))
+        for g in getattr(piece, "geoms", [piece]):
+            if isinstance(g, Polygon) and not g.is_empty and g.area > 0:
+                moved = orient(shapely.affinity.translate(g, xoff=offset), sign=1.0)
+                parts.append([np.asarray(moved.exterior.coords).tolist()])
+    return {"type": "MultiPolygon", "coordinates": parts}
+
+
+def footprint_lonlat(crs: Any, transform: Sequence[float], window: Sequence[float],
+                     densify: int = 4) -> Ring | dict[str, Any]:
+    """Lon/lat footprint of a pixel window ``(col_off, row_off, width, height)``: a closed CCW ring, or a
+    GeoJSON MultiPolygon mapping when the window crosses the antimeridian (split at +-180, every longitude
+    in [-180, 180]).
 
     The window's edges are densified (``densify`` points per edge) before the transform, so a footprint
-    in a CRS far from lon/lat (polar, Web Mercator at high latitude) keeps its curved edges.
+    in a CRS far from lon/lat (polar, Web Mercator at high latitude) keeps its curved edges. Longitudes
+    are unwrapped along the ring first, so a projected window across 180 degrees is not read as one
+    spanning the whole world, and a geographic raster with longitudes past 180 is brought back in range.
     """
     px = window_ring_pixels(*window, densify=densify)
     x, y = pixel_to_xy(transform, px[:, 0], px[:, 1])
     lon, lat = lonlat_transformer(crs).transform(x, y)
-    poly = Polygon(np.stack([np.asarray(lon, float), np.asarray(lat, float)], axis=1))
-    return np.asarray(orient(poly, sign=1.0).exterior.coords).tolist()
+    lon = np.unwrap(np.asarray(lon, float), period=360.0)
+    lon -= 360.0 * math.floor((float(lon.mean()) + 180.0) / 360.0)  # its middle in [-180, 180)
+    poly = orient(Polygon(np.stack([lon, np.asarray(lat, float)], axis=1)), sign=1.0)
+    return _split_at_antimeridian(poly)
 
 
 def centre_lonlat(crs: Any, transform: Sequence[float], window: Sequence[float]) -> tuple[float, float]:
-    """Lon/lat of the window's centre (the footprint's centroid, up to the curvature of the projection)."""
+    """Lon/lat of the window's centre (the footprint's centroid, up to the curvature of the projection);
+    the longitude in [-180, 180]."""
     col_off, row_off, width, height = window
     x, y = pixel_to_xy(transform, np.array([col_off + width / 2]), np.array([row_off + height / 2]))
     lon, lat = lonlat_transformer(crs).transform(float(x[0]), float(y[0]))
-    return float(lon), float(lat)
+    return wrap_lon(lon), float(lat)

@@ -1,7 +1,8 @@
 """Footprints as places: overlap and near-duplicate suppression, GeoJSON and CSV export.
 
-A footprint is a closed lon/lat ring ``[[lon, lat], ...]`` (see :mod:`rshash.geo.crs`), a GeoJSON Polygon
-mapping, or a shapely polygon; results are mappings, dataclasses or objects with ``to_dict()``. Written
+A footprint is a closed lon/lat ring ``[[lon, lat], ...]`` (see :mod:`rshash.geo.crs`), a GeoJSON Polygon or
+MultiPolygon mapping (a footprint split at the antimeridian), or a shapely geometry; results are mappings,
+dataclasses or objects with ``to_dict()``. Written
 GeoJSON follows RFC 7946: longitude first, exterior rings counter-clockwise.
 """
 
@@ -27,16 +28,57 @@ def ring_bbox(ring: Sequence[Sequence[float]]) -> tuple[float, float, float, flo
     return lon_min, lat_min, lon_max, lat_max
 
 
-def to_polygon(footprint: Any) -> Polygon | None:
-    """A shapely polygon from a ring, a GeoJSON Polygon mapping, or a polygon; None stays None."""
-    if footprint is None or isinstance(footprint, Polygon):
-        return footprint
-    if isinstance(footprint, Mapping):
-        return shapely.geometry.shape(footprint)
-    return Polygon(footprint)
+def footprint_bbox(footprint: Any) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` of a footprint (ring, GeoJSON mapping or shapely geometry). A footprint
+    split at the antimeridian (parts touching both +180 and -180) gets ``west > east`` (RFC 7946 section 5.2)."""
+    geom = to_polygon(footprint)
+    parts = list(getattr(geom, "geoms", [geom]))
+    west, south, east, north = shapely.bounds(geom).tolist()
+    if len(parts) > 1 and east >= 180.0 and west <= -180.0:
+        eastern = [p for p in parts if p.bounds[2] >= 180.0]  # the part(s) ending at +180
+        western = [p for p in parts if p.bounds[2] < 180.0]
+        if western:
+            west = min(p.bounds[0] for p in eastern)
+            east = max(p.bounds[2] for p in western)
+    return west, south, east, north
+
+
+def box_polygon(box: Sequence[float]) -> Any:
+    """A lon/lat box ``(west, south, east, north)`` as a polygon; ``west > east`` (across the antimeridian)
+    gives a MultiPolygon of its two parts."""
+    west, south, east, north = (float(v) for v in box)
+    if west <= east:
+        return shapely.box(west, south, east, north)
+    return shapely.MultiPolygon([shapely.box(west, south, 180.0, north), shapely.box(-180.0, south, east, north)])
+
+
+def to_polygon(footprint: Any) -> Any:
+    """A shapely (multi)polygon from a ring, a GeoJSON Polygon or MultiPolygon mapping, or a shapely geometry;
+    None stays None. Invalid geometry (a self-crossing ring) is repaired with ``shapely.make_valid``."""
+    if footprint is None:
+        return None
+    if isinstance(footprint, shapely.Geometry):
+        geom = footprint
+    elif isinstance(footprint, Mapping):
+        geom = shapely.geometry.shape(footprint)
+    else:
+        geom = Polygon(footprint)
+    return geom if geom.is_valid else shapely.make_valid(geom)
 
 
 # --------------------------------------------------------------------------- overlap suppression
+
+
+def overlap_area(a: Any, b: Any) -> float:
+    """Area (square degrees) of the intersection of two footprints; 0 when either is None or GEOS cannot
+    intersect them (geometry that ``make_valid`` could not repair): never raises."""
+    pa, pb = to_polygon(a), to_polygon(b)
+    if pa is None or pb is None:
+        return 0.0
+    try:
+        return float(pa.intersection(pb).area)
+    except shapely.errors.GEOSException:
+        return 0.0
 
 
 def overlap(a: Any, b: Any, measure: str = "fraction") -> float:
@@ -44,15 +86,15 @@ def overlap(a: Any, b: Any, measure: str = "fraction") -> float:
 
     Areas are taken in lon/lat degrees: for chip-sized footprints the ratio is the ground ratio.
     """
+    if measure not in ("fraction", "iou"):
+        raise ValueError(f"unknown overlap measure {measure!r} (fraction or iou)")
     pa, pb = to_polygon(a), to_polygon(b)
     if pa is None or pb is None:
         return 0.0
-    inter = pa.intersection(pb).area
+    inter = overlap_area(pa, pb)
     if measure == "iou":
-        union = pa.union(pb).area
+        union = pa.area + pb.area - inter
         return inter / union if union > 0 else 0.0
-    if measure != "fraction":
-        raise ValueError(f"unknown overlap measure {measure!r} (fraction or iou)")
     smaller = min(pa.area, pb.area)
     return inter / smaller if smaller > 0 else 0.0
 
@@ -69,7 +111,10 @@ def suppress_overlaps(footprints: Sequence[Any], max_overlap: float, measure: st
         if poly is None:
             kept.append(i)
             continue
-        hits = [present[j] for j in tree.query(poly, predicate="intersects")]
+        try:
+            hits = [present[j] for j in tree.query(poly, predicate="intersects")]
+        except shapely.errors.GEOSException:  # unrepairable geometry: test it against every kept one
+            hits = list(kept_set)
         if any(j in kept_set and overlap(poly, polys[j], measure) > max_overlap for j in hits):
             continue
         kept.append(i)
@@ -104,16 +149,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def polygon_geometry(footprint: Any, precision: int = 7) -> dict[str, Any] | None:
-    """RFC 7946 Polygon geometry: lon/lat, closed, exterior counter-clockwise, rounded to ``precision``."""
-    poly = to_polygon(footprint)
-    if poly is None or poly.is_empty:
-        return None
-    poly = orient(poly, sign=1.0)
-    ring = [[round(x, precision), round(y, precision)] for x, y in poly.exterior.coords]
+def _exterior(poly: Polygon, precision: int) -> list[list[float]]:
+    ring = [[round(x, precision), round(y, precision)] for x, y in orient(poly, sign=1.0).exterior.coords]
     if ring[0] != ring[-1]:
         ring.append(list(ring[0]))
-    return {"type": "Polygon", "coordinates": [ring]}
+    return ring
+
+
+def polygon_geometry(footprint: Any, precision: int = 7) -> dict[str, Any] | None:
+    """RFC 7946 geometry: a Polygon (or a MultiPolygon for a footprint split at the antimeridian): lon/lat,
+    closed, exteriors counter-clockwise, rounded to ``precision``."""
+    geom = to_polygon(footprint)
+    if geom is None or geom.is_empty:
+        return None
+    polys = [g for g in getattr(geom, "geoms", [geom]) if isinstance(g, Polygon) and not g.is_empty]
+    if len(polys) == 1:
+        return {"type": "Polygon", "coordinates": [_exterior(polys[0], precision)]}
+    return {"type": "MultiPolygon", "coordinates": [[_exterior(p, precision)] for p in polys]}
 
 
 def feature_collection(results: Iterable[Any], footprint_key: str = "footprint", precision: int = 7) -> dict:
@@ -125,7 +177,7 @@ def feature_collection(results: Iterable[Any], footprint_key: str = "footprint",
         geometry = polygon_geometry(props.pop(footprint_key, None), precision)
         feature: dict[str, Any] = {"type": "Feature", "geometry": geometry, "properties": _jsonable(props)}
         if geometry is not None:
-            feature["bbox"] = list(ring_bbox(geometry["coordinates"][0]))
+            feature["bbox"] = list(footprint_bbox(geometry))
         features.append(feature)
     return {"type": "FeatureCollection", "features": features}
 

@@ -25,7 +25,8 @@ from rasterio.warp import calculate_default_transform, reproject
 
 from ..io_utils import atomic_write_bytes
 from .crs import lonlat_transformer, to_pyproj_crs, window_bounds
-from .source import RasterSource, apply_stretch, read_bands, valid_mask
+from .bands import apply_stretch, read_bands, valid_mask
+from .source import RasterSource
 
 WEB_MERCATOR = "EPSG:3857"
 #: Largest side of an overlay image, pixels.

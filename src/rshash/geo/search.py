@@ -3,12 +3,15 @@
 A query becomes :class:`~rshash.index.search.QueryVectors` (and the footprints of the place it was made from):
 
 * a lon/lat **point**: the indexed chip that contains it (nearest centre), its stored code and descriptor;
-* a lon/lat **box**: that window read from its raster (with the stored bands and stretch) and encoded now;
-* an indexed **id**, an **image** (file or pixels), or **several examples** at once, combined into one query
-  (majority vote of the code bits, mean descriptor: :func:`~rshash.index.search.combine_examples`).
+* a lon/lat **box**: one tile-sized window centred on it (read boundless, encoded now), or for a larger box
+  the indexed chips whose centres it holds as several examples (see :meth:`GeoSearch.box_query`);
+* an indexed **id**, an **image** (file or pixels), or **several examples** at once (at most
+  :data:`~rshash.index.search.MAX_EXAMPLES`): the union of their shortlists re-ranked against all of them
+  (:func:`~rshash.index.search.rank_examples`).
 
 The search is the index's one search path (Hamming shortlist, re-rank, ties by id) with an optional area
-of interest (the chip ids from the R*Tree, passed as the allowed set) and Hamming radius. Then hits that
+of interest (the chip ids from the R*Tree, passed as the allowed set; an AOI covering every chip is no
+filter, one holding more than :data:`MAX_AOI_CHIPS` chips is refused) and Hamming radius. Then hits that
 overlap the query's own footprint are dropped, and a hit overlapping a better one by more than
 ``max_overlap`` (intersection / smaller area) is suppressed as a near-duplicate. Each result carries its
 rank, distance, score, lon/lat centroid, footprint (GeoJSON Polygon), raster and pixel window.
@@ -25,11 +28,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..index.query import Queries, is_id
-from ..index.search import QueryVectors, Searcher, SearchParams, combine_examples
+from ..ranking import DEFAULT_SHORTLIST
+from ..index.search import QueryVectors, Searcher, SearchParams, as_examples, check_examples
 from ..index.store import Store
 from . import tables
-from .crs import footprint_lonlat, has_lonlat
-from .footprints import overlap, polygon_geometry, ring_bbox, suppress_overlaps, to_polygon
+from .crs import footprint_lonlat, has_lonlat, wrap_lon
+from .footprints import (box_polygon, footprint_bbox, overlap, overlap_area, polygon_geometry, suppress_overlaps,
+                         to_polygon)
 from .reader import RasterReaders
 from .source import RasterError
 
@@ -39,11 +44,29 @@ from .source import RasterError
 MAX_OVERLAP = 0.3
 #: Hits sharing more than this fraction with the query's own footprint are the query's place: dropped.
 SELF_OVERLAP = 0.01
+#: A box up to this many tiles a side (tile = the raster's indexed chip window) is read as one tile-sized
+#: window centred on it, at the index's scale.
+BOX_TILES = 1.5
+#: A larger box is a multi-example query of the indexed chips whose centres it holds, at most this many.
+BOX_MAX_CHIPS = 16
+#: An area of interest holding more chips than this is refused (one covering every chip is no filter).
+MAX_AOI_CHIPS = 500_000
+#: Extra hits fetched beyond ``4 * (offset + k)`` to make up for those dropped as the query's own place or as
+#: near-duplicates; a second (last) pass fetches up to 4 times more when too few places are left.
+FETCH_MARGIN = 200
 Box = tuple[float, float, float, float]
+
+
+class AreaTooLarge(ValueError):
+    """An area of interest with more chips than :data:`MAX_AOI_CHIPS` (and not every chip)."""
 
 
 class PlaceNotIndexed(ValueError):
     """No indexed chip or raster at the requested place."""
+
+
+class BoxTooLarge(ValueError):
+    """A box search covering more than :data:`BOX_MAX_CHIPS` indexed chips (the service answers 422)."""
 
 
 @dataclass(frozen=True)
@@ -70,30 +93,59 @@ class GeoHit:
 
 @dataclass(frozen=True)
 class GeoQuery:
-    """A query's vectors, the footprints of the place(s) it was made from, and what it was (JSON)."""
+    """A query's example vectors (one, or several searched together), the footprints of the place(s) it was
+    made from, and what it was (JSON). A single :class:`QueryVectors` given is kept as a one-example tuple."""
 
-    vectors: QueryVectors
+    examples: tuple[QueryVectors, ...]
     footprints: tuple[Any, ...] = ()
     described: dict = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "examples", as_examples(self.examples))
+
+    @property
+    def vectors(self) -> QueryVectors:
+        """The vectors of a one-example query (several examples have no single vector: use ``examples``)."""
+        if len(self.examples) != 1:
+            raise ValueError(f"a query of {len(self.examples)} examples has no single vector; use .examples")
+        return self.examples[0]
+
 
 def parse_box(text: str | Sequence[float]) -> Box:
-    """``"LONMIN,LATMIN,LONMAX,LATMAX"`` (or 4 numbers) as a checked box (lon_min > lon_max: antimeridian)."""
+    """``"LONMIN,LATMIN,LONMAX,LATMAX"`` (or 4 numbers) as a checked box. Longitudes past +-180 (a map
+    panned round the world) are wrapped into [-180, 180]; ``lon_min > lon_max`` then means a box across the
+    antimeridian, and a box 360 degrees wide or more is the whole band of latitudes."""
     values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise ValueError(f"a box is LONMIN,LATMIN,LONMAX,LATMAX, got {text!r}")
     lon_min, lat_min, lon_max, lat_max = values
-    if not (-180 <= lon_min <= 180 and -180 <= lon_max <= 180 and -90 <= lat_min < lat_max <= 90):
+    if not -90 <= lat_min < lat_max <= 90:
         raise ValueError(f"box out of range or empty (longitude first, then latitude): {text!r}")
-    return lon_min, lat_min, lon_max, lat_max
+    if lon_max - lon_min >= 360.0:
+        return -180.0, lat_min, 180.0, lat_max
+    return wrap_lon(lon_min), lat_min, wrap_lon(lon_max), lat_max
 
 
 def parse_lonlat(text: str | Sequence[float]) -> tuple[float, float]:
-    """``"LON,LAT"`` (longitude first) as a checked point."""
+    """``"LON,LAT"`` (longitude first) as a checked point; a longitude past +-180 is wrapped into range."""
     values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
-    if len(values) != 2 or not (-180 <= values[0] <= 180 and -90 <= values[1] <= 90):
+    if len(values) != 2 or not all(math.isfinite(v) for v in values) or not -90 <= values[1] <= 90:
         raise ValueError(f"a point is LON,LAT (longitude first, in degrees), got {text!r}")
-    return values[0], values[1]
+    return wrap_lon(values[0]), values[1]
+
+
+def _in_box(lon: float, lat: float, box: Box) -> bool:
+    """Whether a point is inside a lon/lat box (``box[0] > box[2]``: across the antimeridian)."""
+    west, south, east, north = box
+    inside_lon = west <= lon <= east if west <= east else lon >= west or lon <= east
+    return inside_lon and south <= lat <= north
+
+
+def _count_in_bbox(conn: sqlite3.Connection, box: Box, limit: int) -> int:
+    """How many R*Tree boxes intersect a lon/lat box (not across the antimeridian), counting up to ``limit``."""
+    return int(conn.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM chips_rtree WHERE lon_max >= ? AND lon_min <= ? AND lat_max >= ? "
+        "AND lat_min <= ? LIMIT ?)", (box[0], box[2], box[1], box[3], limit)).fetchone()[0])
 
 
 def _has_chips(conn: sqlite3.Connection) -> bool:
@@ -131,7 +183,7 @@ class GeoSearch:
             bounds = footprint = None
             if row["crs"] is not None and has_lonlat(row["crs"]):
                 ring = footprint_lonlat(row["crs"], row["transform"], (0, 0, row["width"], row["height"]), 16)
-                footprint, bounds = polygon_geometry(ring), list(ring_bbox(ring))
+                footprint, bounds = polygon_geometry(ring), list(footprint_bbox(ring))  # west > east: across 180
             out.append({"id": row["id"], "path": row["path"], "name": Path(row["path"]).name, "width": row["width"],
                         "height": row["height"], "crs": row["crs"], "gsd": row["gsd"], "bands": row["bands"],
                         "dtype": row["dtype"], "stretch": row["stretch"], "chips": row["chips"], "bounds": bounds,
@@ -179,37 +231,72 @@ class GeoSearch:
             {"raster_id": raster_id} if raster_id is not None else {}))
 
     def id_query(self, ids: Sequence[int]) -> GeoQuery:
-        """Indexed items (one, or several examples combined): their stored vectors, themselves excluded."""
+        """Indexed items (one, or several examples searched together): their stored vectors, themselves
+        excluded."""
         ids = [int(i) for i in ids]
-        vectors = combine_examples([self.queries.vectors(i) for i in ids], self.queries.bits)
+        check_examples(len(ids))
+        vectors = tuple(self.queries.vectors(i) for i in ids)
         chips = self.chips(ids)
         return GeoQuery(vectors, tuple(chips[i]["footprint"] for i in ids if i in chips and chips[i]["footprint"]),
                         {"ids": ids} if len(ids) > 1 else {"id": ids[0]})
 
     def box_query(self, box: Sequence[float], raster: int | str | Path | None = None) -> GeoQuery:
-        """A lon/lat box read from its raster (the given one, else the indexed raster covering most of it) and
-        encoded now."""
+        """A lon/lat box on its raster (the given one, else the indexed raster covering most of it), at the
+        index's scale. The tile is the raster's indexed chip window (its most common size, source pixels):
+
+        * a box up to :data:`BOX_TILES` tiles a side: one tile-sized window centred on the box, read
+          boundless (padding as nodata) at the index's resolution and encoded now;
+        * a larger box: the indexed chips of that raster whose centres it holds, as one multi-example
+          query (:meth:`id_query`), at most :data:`BOX_MAX_CHIPS` of them;
+        * beyond that: :class:`BoxTooLarge`.
+        """
         box = parse_box(box)
         raster_id = self.raster_id(raster)
         if raster_id is None:
             raster_id = self._raster_for_box(box)
-        size = self.queries.input_size
+        tile = self._read(lambda conn: tables.chip_size(conn, raster_id))
+        if tile is None:
+            raise PlaceNotIndexed(f"raster {raster_id} has no indexed chips")
+        chip = None
         try:
-            with self.readers.source(raster_id, size) as source:
-                chip = source.read_box(*box)
+            with self.readers.source(raster_id, self.queries.input_size) as source:
+                c0, r0, c1, r1 = source.box_pixels(*box)
+                if c1 - c0 <= BOX_TILES * tile[0] and r1 - r0 <= BOX_TILES * tile[1]:
+                    chip = source.read_box(*box, size=tile)
+                else:  # the tiles of the box's part inside the raster: a bound before reading chip rows
+                    width, height = source.ds.width, source.ds.height
+                    tiles = (min(c1, width) - max(c0, 0)) / tile[0] * (min(r1, height) - max(r0, 0)) / tile[1]
         except RasterError as exc:
             raise PlaceNotIndexed(str(exc)) from exc
+        if chip is None:
+            return self._box_of_chips(box, raster_id, tile, tiles)
         vectors = self.queries.vectors(chip.pixels)
         return GeoQuery(vectors, (chip.meta.footprint,) if chip.meta.footprint else (),
                         {"box": list(box), "raster_id": raster_id, "window": list(chip.meta.window)})
 
+    def _box_of_chips(self, box: Box, raster_id: int, tile: tuple[int, int], tiles: float) -> GeoQuery:
+        """The multi-example query of the raster's indexed chips whose centres lie in the box."""
+        limit = (f"a box search reads at most {BOX_TILES:g} tiles ({tile[0]} x {tile[1]} source pixels) a side "
+                 f"as one chip, or uses at most {BOX_MAX_CHIPS} indexed chips as examples: draw a smaller box")
+        if tiles > 4 * BOX_MAX_CHIPS:  # so many tiles hold more chip centres than the limit: no rows read
+            raise BoxTooLarge(f"the box covers about {tiles:.0f} tiles of raster {raster_id}; {limit}")
+        chips = self.chips(self.ids_in_box(box))
+        ids = sorted(i for i, c in chips.items() if int(c["raster_id"]) == raster_id
+                     and c["centroid"] is not None and _in_box(*c["centroid"], box))
+        if len(ids) > BOX_MAX_CHIPS:
+            raise BoxTooLarge(f"the box covers {len(ids)} indexed chips of raster {raster_id}; {limit}")
+        if not ids:
+            raise PlaceNotIndexed(f"no indexed chip of raster {raster_id} has its centre in the box {list(box)}")
+        query = self.id_query(ids)
+        return dataclasses.replace(query, described=query.described | {"box": list(box), "raster_id": raster_id})
+
     def _raster_for_box(self, box: Box) -> int:
         best: tuple[float, int] | None = None
-        query = to_polygon([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]], [box[0], box[1]]])
+        query = box_polygon(box)
         for r in self.rasters():
             if r["footprint"] is None:
                 continue
-            area = to_polygon(r["footprint"]).intersection(query).area
+            area = overlap_area(r["footprint"], query)
             if area > 0 and (best is None or (-area, r["id"]) < best):
                 best = (-area, r["id"])
         if best is None:
@@ -217,7 +304,9 @@ class GeoSearch:
         return best[1]
 
     def examples_query(self, examples: Sequence[Any]) -> GeoQuery:
-        """Several positive examples (indexed ids, image files, uint8 RGB pixels, or GeoQuery s) as one query."""
+        """Several positive examples (indexed ids, image files, uint8 RGB pixels, or GeoQuery s) as one query
+        (at most :data:`~rshash.index.search.MAX_EXAMPLES` vectors, counted before any is encoded)."""
+        check_examples(len(examples))
         if examples and all(is_id(e) for e in examples):
             return self.id_query(list(examples))
         parts = [e if isinstance(e, GeoQuery) else self.id_query([e]) if is_id(e)
@@ -227,33 +316,72 @@ class GeoSearch:
             raise ValueError("no examples given")
         if len(parts) == 1:
             return parts[0]
-        vectors = combine_examples([p.vectors for p in parts], self.queries.bits)
+        vectors = tuple(v for p in parts for v in p.examples)
         return GeoQuery(vectors, tuple(f for p in parts for f in p.footprints), {"examples": [p.described for p in parts]})
 
     # ------------------------------------------------------------------ search
 
     def search(self, query: GeoQuery, k: int | None = 20, *, aoi: Sequence[float] | None = None,
                radius: int | None = None, max_overlap: float | None = MAX_OVERLAP, rerank: bool = True,
-               **options: Any) -> list[GeoHit]:
-        """The ``k`` best places for ``query`` (``k=None`` with a radius: all within it).
+               offset: int = 0, **options: Any) -> list[GeoHit]:
+        """The ``k`` best places for ``query`` (``k=None`` with a radius: all within it), after ``offset``.
 
-        ``aoi``: only chips whose bounds intersect this lon/lat box. ``max_overlap``: near-duplicate
-        threshold (None: keep overlapping hits). Hits overlapping the query's own footprint are dropped.
+        ``aoi``: only chips whose bounds intersect this lon/lat box (see :meth:`aoi_ids`). ``max_overlap``:
+        near-duplicate threshold (None: keep overlapping hits). Hits overlapping the query's own footprint are
+        dropped. Bounded: one search of ``min(4 * (offset + k) + FETCH_MARGIN, window)`` hits (window: the
+        re-ranked ``max(shortlist, offset + k)``), and a second, last one of the whole window only when too
+        few places are left; so pages (``offset + k <= shortlist``) come from one order.
         """
-        ids = None if aoi is None else self.ids_in_box(aoi)
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if k is None and radius is None:
+            raise ValueError("k=None (no limit) needs a radius; give k")
+        shortlist = int(options.get("shortlist", DEFAULT_SHORTLIST))
+        if offset < 0 or (offset and (k is None or offset + k > shortlist)):
+            raise ValueError(f"offset + k must be within the re-ranked window of {shortlist} results, "
+                             f"got offset {offset} and k {k}")
+        ids = None if aoi is None else self.aoi_ids(aoi)
         own = [to_polygon(f) for f in query.footprints]
-        fetch = None if k is None else max(4 * k, k + 20)
+        wanted = None if k is None else offset + k
+        window = None if wanted is None else max(shortlist, wanted)
+        fetch = None if wanted is None else min(4 * wanted + FETCH_MARGIN, window)
         while True:
-            hits = self.searcher.search(query.vectors, SearchParams(fetch, radius, rerank, **options), ids=ids)
+            hits = self.searcher.search(query.examples, SearchParams(fetch, radius, rerank, **options), ids=ids)
             places = self._places(hits, own, max_overlap)
-            exhausted = fetch is None or len(hits) < fetch
-            if exhausted or len(places) >= k or fetch >= 1 << 16:
+            if fetch is None or len(hits) < fetch or len(places) >= wanted or fetch >= window:
                 break
-            fetch *= 4
-        places = places if k is None else places[:k]
-        return [dataclasses.replace(p, rank=i + 1) for i, p in enumerate(places)]
+            fetch = window  # the second and last pass
+        places = places[offset:] if k is None else places[offset : offset + k]
+        return [dataclasses.replace(p, rank=offset + i + 1) for i, p in enumerate(places)]
+
+    def aoi_ids(self, aoi: Sequence[float]) -> list[int] | None:
+        """The chip ids of an area of interest, as the search's allowed set: ``None`` (no filter) when it
+        covers every chip; :class:`AreaTooLarge` when it holds more than :data:`MAX_AOI_CHIPS` chips (counted
+        in the R*Tree with a limit, never listed)."""
+        box = parse_box(aoi)
+        extent = self._chip_extent()
+        if extent is None:
+            return []
+        if box[0] <= box[2] and box[0] <= extent[0] and box[1] <= extent[1] and box[2] >= extent[2] \
+                and box[3] >= extent[3]:
+            return None
+        halves = [box] if box[0] <= box[2] else [(box[0], box[1], 180.0, box[3]), (-180.0, box[1], box[2], box[3])]
+        count = sum(self._read(lambda conn, b=b: _count_in_bbox(conn, b, MAX_AOI_CHIPS + 1), 0) for b in halves)
+        if count > MAX_AOI_CHIPS:
+            raise AreaTooLarge(f"the area of interest holds more than {MAX_AOI_CHIPS:,} chips: draw a smaller one "
+                               "(or none: an area covering every chip is no filter)")
+        return self.ids_in_box(box)
+
+    def _chip_extent(self) -> Box | None:
+        """The lon/lat bounds of every chip (None: no chips), read again only after the index changed."""
+        generation = self._store.generation()
+        cached = self.__dict__.get("_extent")
+        if cached is None or cached[0] != generation:
+            row = self._read(lambda conn: conn.execute(
+                "SELECT MIN(lon_min), MIN(lat_min), MAX(lon_max), MAX(lat_max) FROM chips_rtree").fetchone())
+            extent = None if row is None or row[0] is None else tuple(float(v) for v in row)
+            cached = self.__dict__["_extent"] = (generation, extent)
+        return cached[1]
 
     def _places(self, hits: list, own: list, max_overlap: float | None) -> list[GeoHit]:
         chips = self.chips([h.id for h in hits])

@@ -8,12 +8,15 @@
 
 The rules, in one place:
 
-- **Bands**: ``bands`` (1-based) if given; else the bands whose colour interpretation is red, green,
-  blue; else the first three (a single band is repeated as grey). A 4th band is never read as pixels, and
+- **Bands** (:mod:`.bands`): ``bands`` (1-based) if given; else the bands whose colour interpretation is red, green,
+  blue; else the first three (a single band is repeated as grey; a palette band is expanded through its
+  colour table to RGB, in every read: chips, boxes, thumbnails, overlays). A 4th band is never read as pixels, and
   an alpha-tagged band is used as a mask only if it is binary (0 / max) or ``use_alpha=True``: NAIP's NIR
   is sometimes tagged alpha and must not black out the scene.
 - **Ground resolution and tiling**: see :mod:`rshash.geo.tiling` (the plan of source-pixel windows);
-  rasterio resamples each window to ``out_size``.
+  rasterio resamples each window to ``out_size``. A window past the raster's edge (a raster smaller than
+  one window, a box near the edge) is read boundless at its full size, the padding as nodata: never
+  clipped and stretched.
 - **Values**: uint8 is used as is; any other type gets one 2-98 percentile stretch per band for the
   whole raster, from an overview / decimated read, kept in ``info.stretch`` (a JSON-able dict) so chips
   stay comparable and an index can record it. Never a per-chip stretch.
@@ -37,126 +40,21 @@ from typing import Any, Container, Iterable, Iterator, Sequence
 
 import numpy as np
 import rasterio
-import shapely
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, WindowError
-from rasterio.features import geometry_window
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from ..data.download import file_sha256
+from .bands import apply_stretch, choose_bands, compute_stretch, inside_mask, mask_bands, read_bands, valid_mask
 from .crs import (CRSUnitsError, centre_lonlat, crs_text, footprint_lonlat, from_lonlat_transformer,
                   ground_pixel_size, has_lonlat, window_bounds)
-from .footprints import ring_bbox
+from .digest import raster_sha256
+from .footprints import footprint_bbox
 from .tiling import EXTREME_RATIO, MODEL_GSD_M, RasterError, TilingPlan, plan_tiles, resolve_gsd, window_key
 
 log = logging.getLogger(__name__)
 
 #: File name endings taken from a folder given as a raster source.
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-
-
-# --------------------------------------------------------------------------- bands, masks, stretch
-
-
-def choose_bands(ds: Any, bands: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Three 1-based band indexes for R, G, B (see the module rules)."""
-    if bands:
-        chosen = tuple(int(b) for b in bands)
-        if len(chosen) not in (1, 3) or not all(1 <= b <= ds.count for b in chosen):
-            raise RasterError(f"bands must be 1 or 3 indexes in 1..{ds.count}, got {list(bands)}")
-        return chosen * 3 if len(chosen) == 1 else chosen
-    interp = list(ds.colorinterp)
-    rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-    if all(ci in interp for ci in rgb):
-        return tuple(interp.index(ci) + 1 for ci in rgb)
-    return (1, 2, 3) if ds.count >= 3 else (1, 1, 1)
-
-
-def _alpha_band(ds: Any) -> int | None:
-    """1-based index of the band tagged alpha, if any."""
-    interp = list(ds.colorinterp)
-    return interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
-
-
-def _alpha_is_binary(ds: Any, band: int, max_side: int = 512) -> bool:
-    """Whether the alpha-tagged band holds only 0 and one other value (a real mask), from a decimated read."""
-    h, w = _decimated_shape(ds.height, ds.width, max_side)
-    values = np.unique(ds.read(band, out_shape=(h, w), resampling=Resampling.nearest))
-    return len(values) == 1 or (len(values) == 2 and values[0] == 0)
-
-
-def mask_bands(ds: Any, bands: Sequence[int], use_alpha: bool | None = None) -> tuple[int, ...]:
-    """Bands whose ``read_masks`` give the valid pixels; empty when every pixel counts as valid."""
-    flags = [ds.mask_flag_enums[b - 1] for b in dict.fromkeys(bands)]
-    if all(f == [MaskFlags.all_valid] for f in flags):
-        return ()
-    if any(MaskFlags.alpha in f for f in flags):
-        alpha = _alpha_band(ds)
-        honour = use_alpha if use_alpha is not None else alpha is not None and _alpha_is_binary(ds, alpha)
-        if not honour:
-            log.info("%s: band %s is tagged alpha but holds image data; not used as a mask", ds.name, alpha)
-            return ()
-    if any(MaskFlags.per_dataset in f for f in flags):
-        return (bands[0],)
-    return tuple(dict.fromkeys(bands))
-
-
-def _decimated_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
-    scale = min(1.0, max_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def read_bands(ds: Any, bands: Sequence[int], shape: tuple[int, int], window: Window | None = None,
-               resampling: Resampling = Resampling.bilinear) -> np.ndarray:
-    """(len(bands), h, w) raw values of ``bands`` (1-based; a repeated band read once) resampled to ``shape``."""
-    unique = list(dict.fromkeys(bands))
-    data = ds.read(unique, window=window, out_shape=(len(unique), *shape), resampling=resampling)
-    return data[[unique.index(b) for b in bands]]
-
-
-def valid_mask(ds: Any, mbands: Sequence[int], window: Window | None, shape: tuple[int, int],
-               data: np.ndarray | None = None) -> np.ndarray:
-    """Boolean valid-pixel mask at ``shape``: any masked band valid, and finite data where it is float."""
-    if mbands:
-        masks = ds.read_masks(list(mbands), window=window, out_shape=(len(mbands), *shape),
-                              resampling=Resampling.nearest)
-        valid = (masks > 0).any(axis=0)
-    else:
-        valid = np.ones(shape, bool)
-    if data is not None and np.issubdtype(data.dtype, np.floating):
-        valid &= np.isfinite(data).all(axis=0)
-    return valid
-
-
-def compute_stretch(ds: Any, bands: Sequence[int], mbands: Sequence[int] = (), max_side: int = 1024,
-                    percentiles: tuple[float, float] = (2.0, 98.0)) -> dict[str, Any]:
-    """One stretch for the whole raster: ``{"kind": "none"}`` for uint8, else per-band percentiles of a
-    decimated read (GDAL picks an overview when there is one) over the valid pixels."""
-    if ds.dtypes[bands[0] - 1] == "uint8":
-        return {"kind": "none"}
-    shape = _decimated_shape(ds.height, ds.width, max_side)
-    data = ds.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest).astype(np.float64)
-    valid = valid_mask(ds, mbands, None, shape, data)
-    low, high = [], []
-    for band in data:
-        values = band[valid]
-        lo, hi = np.percentile(values, percentiles) if values.size else (0.0, 1.0)
-        low.append(float(lo))
-        high.append(float(hi) if hi > lo else float(lo) + 1.0)
-    return {"kind": "percentile", "percentiles": list(percentiles), "low": low, "high": high,
-            "sample_shape": list(shape)}
-
-
-def apply_stretch(data: np.ndarray, stretch: dict[str, Any]) -> np.ndarray:
-    """(bands, h, w) raw values -> (h, w, bands) uint8, with the raster's one stretch."""
-    if stretch.get("kind") == "none":
-        out = data if data.dtype == np.uint8 else np.clip(data, 0, 255).astype(np.uint8)
-    else:
-        lo = np.asarray(stretch["low"], np.float64)[:, None, None]
-        hi = np.asarray(stretch["high"], np.float64)[:, None, None]
-        scaled = (np.nan_to_num(data.astype(np.float64)) - lo) / (hi - lo) * 255.0
-        out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(out.transpose(1, 2, 0))
 
 
 # --------------------------------------------------------------------------- records
@@ -189,9 +87,9 @@ class ChipMeta:
     raster_path: str
     window: tuple[int, int, int, int]  # col_off, row_off, width, height (source pixels)
     bounds: tuple[float, float, float, float]  # left, bottom, right, top in the raster CRS
-    footprint: list[list[float]] | None  # closed CCW ring of [lon, lat]
+    footprint: list[list[float]] | dict | None  # closed CCW ring of [lon, lat]; across 180: a GeoJSON MultiPolygon
     centroid: tuple[float, float] | None  # (lon, lat)
-    bbox: tuple[float, float, float, float] | None  # lon_min, lat_min, lon_max, lat_max
+    bbox: tuple[float, float, float, float] | None  # west, south, east, north (west > east: across 180)
     valid_fraction: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,7 +126,7 @@ class RasterSource:
         target = resolve_gsd(gsd, None if native is None else sum(native) / 2, model_gsd)
         self.plan = self._plan(native, target, int(tile), overlap)
         self.info = RasterInfo(
-            path=os.path.abspath(ds.name), sha256=file_sha256(ds.name), crs=crs_text(ds.crs),
+            path=os.path.abspath(ds.name), sha256=raster_sha256(ds.name), crs=crs_text(ds.crs),
             transform=tuple(float(v) for v in tuple(ds.transform)[:6]), width=ds.width, height=ds.height,
             count=ds.count, bands=self.bands, dtype=ds.dtypes[self.bands[0] - 1],
             stretch=stretch or compute_stretch(ds, self.bands, self.mask_bands),
@@ -290,7 +188,7 @@ class RasterSource:
         if self.georeferenced:
             footprint = footprint_lonlat(self.ds.crs, self.info.transform, win)
             centroid = centre_lonlat(self.ds.crs, self.info.transform, win)
-            bbox = ring_bbox(footprint)
+            bbox = footprint_bbox(footprint)
         bounds = window_bounds(self.info.transform, win)
         return ChipMeta(self.info.path, win, bounds, footprint, centroid, bbox, valid_fraction)
 
@@ -320,9 +218,12 @@ class RasterSource:
 
     def load_chip(self, window: Window) -> tuple[Chip | None, str | None]:
         """``(chip, None)`` for a window worth indexing, else ``(None, reason)``: ``"nodata"`` (valid fraction
-        below ``1 - max_nodata``) or ``"flat"`` (std below ``min_std``)."""
+        below ``1 - max_nodata``) or ``"flat"`` (std below ``min_std``). The valid fraction that decides is
+        taken over the part of the window inside the raster (a raster smaller than one window is read whole,
+        padded), while ``meta.valid_fraction`` counts the padding as nodata."""
         valid = self._read_valid(window)
-        if float(valid.mean()) < self.min_valid:
+        inside = inside_mask(self.ds, window, valid.shape)
+        if not inside.any() or float(valid[inside].mean()) < self.min_valid:
             return None, "nodata"
         pixels = self._read_pixels(window, valid)
         if self._is_flat(pixels, valid):
@@ -356,12 +257,27 @@ class RasterSource:
             raise RasterError(f"{self.ds.name} has no CRS (or one without a link to longitude/latitude): "
                               "it cannot be searched by place")
 
-    def lonlat_to_pixel(self, lon: float, lat: float) -> tuple[float, float]:
-        """(col, row) of a lon/lat point, fractional pixels."""
+    def _lonlats_to_pixels(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cols, rows) of lon/lat points, shifted together by the multiple of 360 degrees (-360, 0, +360)
+        that brings their middle nearest the raster: a geographic raster may hold longitudes past 180."""
         self._require_crs()
-        x, y = from_lonlat_transformer(self.ds.crs).transform(lon, lat)
-        col, row = ~self.ds.transform @ (x, y)
-        return float(col), float(row)
+        to_crs = from_lonlat_transformer(self.ds.crs)
+        inverse = ~self.ds.transform
+        best = None
+        for shift in (0.0, -360.0, 360.0):
+            x, y = to_crs.transform(np.asarray(lon, float) + shift, np.asarray(lat, float))
+            cols, rows = inverse @ (np.asarray(x, float), np.asarray(y, float))
+            c, r = float(np.mean(cols)), float(np.mean(rows))
+            away = max(0.0, -c, c - self.ds.width) + max(0.0, -r, r - self.ds.height)
+            if best is None or away < best[0]:
+                best = (away, cols, rows)
+        return best[1], best[2]
+
+    def lonlat_to_pixel(self, lon: float, lat: float) -> tuple[float, float]:
+        """(col, row) of a lon/lat point, fractional pixels (across the antimeridian: see
+        :meth:`_lonlats_to_pixels`)."""
+        cols, rows = self._lonlats_to_pixels(np.array([lon]), np.array([lat]))
+        return float(cols[0]), float(rows[0])
 
     def window_for_point(self, lon: float, lat: float) -> Window:
         """The plan's window that contains the point, nearest to its centre."""
@@ -371,22 +287,38 @@ class RasterSource:
         """The chip of :meth:`window_for_point`."""
         return self.read_chip(self.window_for_point(lon, lat))
 
-    def window_for_box(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> Window:
-        """Integer source window covering a lon/lat box, clipped to the raster."""
-        self._require_crs()
-        xmin, ymin, xmax, ymax = from_lonlat_transformer(self.ds.crs).transform_bounds(
-            lon_min, lat_min, lon_max, lat_max, densify_pts=21)
-        try:  # offsets rounded down, far edges up, intersected with the raster
-            win = geometry_window(self.ds, [shapely.box(xmin, ymin, xmax, ymax)])
-        except WindowError:
-            win = None
-        if win is None or win.width <= 0 or win.height <= 0:
-            raise RasterError(f"the box ({lon_min}, {lat_min}, {lon_max}, {lat_max}) does not overlap {self.ds.name}")
-        return Window(*window_key(win))
+    def box_pixels(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float,
+                   densify: int = 21) -> tuple[float, float, float, float]:
+        """``(col_min, row_min, col_max, row_max)``: fractional source pixels of a lon/lat box (``lon_min >
+        lon_max``: across the antimeridian), its edges densified; RasterError when it misses the raster."""
+        if lon_min > lon_max:
+            lon_max += 360.0
+        t = np.linspace(0.0, 1.0, densify)
+        lons = np.concatenate([lon_min + (lon_max - lon_min) * t, np.full(densify, lon_max),
+                               lon_max - (lon_max - lon_min) * t, np.full(densify, lon_min)])
+        lats = np.concatenate([np.full(densify, lat_min), lat_min + (lat_max - lat_min) * t,
+                               np.full(densify, lat_max), lat_max - (lat_max - lat_min) * t])
+        cols, rows = self._lonlats_to_pixels(lons, lats)
+        box = float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())
+        if not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0 or box[0] >= self.ds.width \
+                or box[1] >= self.ds.height:
+            raise RasterError(f"the box ({lon_min}, {lat_min}, {lon_max}, {lat_max}) does not overlap "
+                              f"{Path(self.ds.name).name}")
+        return box
 
-    def read_box(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> Chip:
-        """One chip of an arbitrary lon/lat box (search by a box drawn on the map), resampled to out_size."""
-        return self.read_chip(self.window_for_box(lon_min, lat_min, lon_max, lat_max))
+    def window_for_box(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float,
+                       size: tuple[int, int] | None = None) -> Window:
+        """A window of ``size`` (width, height) source pixels (default: the plan's window) centred on a
+        lon/lat box: the box at the index's scale, never stretched. It may extend past the raster (it is
+        read boundless, the padding as nodata)."""
+        c0, r0, c1, r1 = self.box_pixels(lon_min, lat_min, lon_max, lat_max)
+        w, h = size or (self.plan.win_width, self.plan.win_height)
+        return Window(round((c0 + c1 - w) / 2), round((r0 + r1 - h) / 2), int(w), int(h))
+
+    def read_box(self, lon_min: float, lat_min: float, lon_max: float, lat_max: float,
+                 size: tuple[int, int] | None = None) -> Chip:
+        """The chip of :meth:`window_for_box` (search by a box drawn on the map), resampled to out_size."""
+        return self.read_chip(self.window_for_box(lon_min, lat_min, lon_max, lat_max, size))
 
 
 def open_raster(path: str | Path, **options: Any) -> RasterSource:

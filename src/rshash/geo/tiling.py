@@ -4,7 +4,8 @@
   model's training resolution (``model_gsd``, 0.3 m for UCMD), a float is metres, ``"native"`` keeps the
   raster's pixels. Windows are in source pixels; the reader resamples each window to ``out_size``.
 - **Tiling**: stride = window x (1 - overlap); the last row and column are shifted back inside the
-  raster; a raster smaller than one window gives one chip (the window clipped to the raster).
+  raster; along an axis shorter than one window there is one window at 0, of the full window size (it
+  extends past the raster and is read boundless, the padding as nodata: never clipped and stretched).
 - **Names**: a chip's item path is ``RASTER_PATH#col,row,width,height`` (:func:`chip_path`); a window
   becomes that int tuple in one place only (:func:`window_key`).
 """
@@ -63,16 +64,16 @@ class TilingPlan:
         return len(self.col_starts) * len(self.row_starts)
 
     def windows(self) -> Iterator[Window]:
-        """All windows, row by row (so consecutive reads share blocks)."""
+        """All windows, row by row (so consecutive reads share blocks); full size even past a short axis."""
         for row in self.row_starts:
             for col in self.col_starts:
-                yield Window(col, row, self.win_width, self.win_height).crop(self.height, self.width)
+                yield Window(col, row, self.win_width, self.win_height)
 
     def window_containing(self, col: float, row: float) -> Window:
         """The window containing pixel (col, row) whose centre is nearest to it."""
         if not (0 <= col < self.width and 0 <= row < self.height):
             raise RasterError(f"pixel ({col:.1f}, {row:.1f}) is outside the raster")
-        w, h = min(self.win_width, self.width), min(self.win_height, self.height)
+        w, h = self.win_width, self.win_height
         c = min((s for s in self.col_starts if s <= col < s + w), key=lambda s: abs(s + w / 2 - col))
         r = min((s for s in self.row_starts if s <= row < s + h), key=lambda s: abs(s + h / 2 - row))
         return Window(c, r, w, h)

@@ -15,6 +15,7 @@ The in-memory search structures and the cache file are kept by :mod:`.live`.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -246,6 +247,9 @@ class Index:
         footprint, window and raster recorded (see :mod:`rshash.encoding.chips`); ``gsd="auto"`` tiles at the
         model's ground resolution (index meta ``model_gsd``, 0.3 m by default). Batches are committed on their
         own, so an interrupted run resumes without duplicates. ``max_chips``: stop after that many new chips.
+        No raster stops the run: one that cannot be read is skipped with its reason (``report.skipped``), one
+        with read errors part-way keeps its chips and is marked ``partial`` (resumed by the next run); a raster
+        indexed before with other tiling options has its chips replaced (the report entry's ``replaced``).
         ``engine``, ``address``, ``workers``: see :meth:`add`."""
         from ..encoding.chips import add_rasters
         from ..geo.tiling import TilingOptions
@@ -253,6 +257,8 @@ class Index:
         options = TilingOptions(tile, gsd, overlap, None if bands is None else tuple(bands), max_nodata)
         report = add_rasters(self._store, self._engine(engine, address, workers), paths, self._lock, options,
                              self._input_size(), batch_size=batch_size, progress=progress, max_chips=max_chips)
+        if "geo" in self.__dict__:  # rasters replaced or removed: reopen what is read next
+            self.geo.readers.close()
         self._live.update_now()
         return report
 
@@ -262,6 +268,22 @@ class Index:
             removed = self._store.remove([int(i) for i in ids])
         if removed:
             self._live.update_now()
+        return removed
+
+    def remove_raster(self, raster: int | str | Path) -> int:
+        """Remove an indexed raster, given by id, path or file name, with all its chips (one transaction);
+        return the number of chips removed. ValueError if the index has no such raster."""
+        from ..encoding.chips import remove_rasters
+        from ..geo import tables
+
+        geo = self.geo
+        raster_id = geo.raster_id(raster)  # PlaceNotIndexed (a ValueError) for an unknown path or name
+        if raster_id is None or self._store.run(lambda conn: tables.get_raster(conn, raster_id)) is None:
+            raise ValueError(f"no raster {raster!r} in the index {self.path}")
+        with self._lock:
+            removed = remove_rasters(self._store, [raster_id])
+        geo.readers.forget(raster_id)
+        self._live.update_now()
         return removed
 
     def set_kind(self, kind: str) -> None:
@@ -285,6 +307,7 @@ class Index:
         shortlist: int = DEFAULT_SHORTLIST,
         weight: float = DEFAULT_WEIGHT,
         ids: Iterable[int] | None = None,
+        offset: int = 0,
     ) -> list[Hit]:
         """The best ``k`` images for ``query`` (an image path, uint8 RGB pixels, a bool code or an indexed id).
 
@@ -292,22 +315,27 @@ class Index:
         stored descriptors (``rerank=False``: Hamming order only); ties by id. An id
         query never returns itself; an image that is in the index comes back first.
         ``radius``: every image within that Hamming distance (inclusive, exact), at most
-        ``k`` of them (``k=None``: all). ``labels``: only images with one of these labels
+        ``k`` of them (``k=None``: all, only with a radius; the ``shortlist`` nearest are re-ranked, the rest
+        follow in Hamming order). ``labels``: only images with one of these labels
         (``None`` in the list: unlabelled ones), filtered inside the index. ``ids``: only these items (e.g.
-        the chips in an area of interest), filtered the same way. A list of queries is several examples
-        combined into one (see :meth:`query_vectors`).
+        the chips in an area of interest), filtered the same way. ``offset``: skip that many results (a page;
+        ``offset + k <= shortlist``). A list of queries is several examples (at most
+        :data:`~.search.MAX_EXAMPLES`): the union of their shortlists re-ranked against all of them
+        (:func:`~.search.rank_examples`).
         """
-        params = SearchParams(k, radius, rerank, labels, shortlist=shortlist, weight=weight)
+        params = SearchParams(k, radius, rerank, labels, shortlist=shortlist, weight=weight, offset=offset)
         params.check(self.bits)
         vectors = self.queries.vectors(query)
         return self._searcher.search(vectors, params, ids=ids, prefer=self.queries.indexed_id_of_file(query))
 
-    def search_by_id(self, id: int, k: int = 20, exclude_self: bool = True, **options) -> list[Hit]:
-        """The ``k`` best images for an indexed one ("more like this"), itself excluded."""
-        if not exclude_self:
-            code, descriptor = self.queries.code_and_descriptor(int(id))
-            return self.search(np.unpackbits(code)[: self.bits].astype(bool), k, **options)
-        return self.search(int(id), k, **options)
+    def search_by_id(self, id: int, k: int | None = 20, exclude_self: bool = True, **options) -> list[Hit]:
+        """The ``k`` best images for an indexed one ("more like this"), itself excluded unless
+        ``exclude_self=False`` (then it comes first among exact ties; its stored descriptor re-ranks either way)."""
+        if exclude_self:
+            return self.search(int(id), k, **options)
+        vectors = replace(self.queries.vectors(int(id)), exclude=())  # its stored code and descriptor
+        ids = options.pop("ids", None)
+        return self._searcher.search(vectors, SearchParams(k, **options), ids=ids, prefer=int(id))
 
     def range_search(self, query: Query, radius: int, k: int | None = None, **options) -> list[Hit]:
         """Every image within Hamming distance ``radius`` (inclusive) of ``query``, best first; exact."""
@@ -317,10 +345,10 @@ class Index:
         """The ``bool (bits,)`` code of a query (encoding images with the model)."""
         return unpack_codes(self.queries.code_and_descriptor(query)[0][None], self.bits)[0]
 
-    def query_vectors(self, query: Query | QueryVectors | Sequence[Query]) -> QueryVectors:
+    def query_vectors(self, query: Query | QueryVectors | Sequence[Query]) -> "QueryVectors | tuple[QueryVectors, ...]":
         """A query as vectors (:meth:`Queries.vectors <.query.Queries.vectors>`): its packed code, int8
         descriptor (None for a bare code) and the indexed ids it is made of (excluded from its results). A list
-        or tuple is several positive examples combined into one query."""
+        or tuple is several positive examples: a tuple of their vectors."""
         return self.queries.vectors(query)
 
     # ------------------------------------------------------------------ places (raster chips)

@@ -17,7 +17,7 @@ import numpy as np
 from ..codes import pack_codes
 from ..data.images import load_rgb, resize_rgb
 from ..ranking import quantize_descriptors
-from .search import QueryVectors, combine_examples
+from .search import QueryVectors, check_examples
 from .store import Store
 
 if TYPE_CHECKING:  # the encoder imports onnxruntime; ids and codes never need it
@@ -45,13 +45,15 @@ class Queries:
     def input_size(self) -> int:
         return self._encoder().input_size
 
-    def vectors(self, query: "Query | QueryVectors | Sequence[Query]") -> QueryVectors:
-        """A query as vectors. A list or tuple is several positive examples combined into one query
-        (:func:`~.search.combine_examples`)."""
+    def vectors(self, query: "Query | QueryVectors | Sequence[Query]") -> "QueryVectors | tuple[QueryVectors, ...]":
+        """A query as vectors. A list or tuple is several positive examples: a tuple of their vectors (at most
+        :data:`~.search.MAX_EXAMPLES`, counted before any is encoded), searched together by
+        :meth:`~.search.Searcher.search`."""
         if isinstance(query, QueryVectors):
             return query
         if isinstance(query, (list, tuple)):
-            return combine_examples([self.vectors(q) for q in query], self.bits)
+            check_examples(len(query))
+            return tuple(self.vectors(q) for q in query)
         code, descriptor = self.code_and_descriptor(query)
         return QueryVectors(code, descriptor, (int(query),) if is_id(query) else ())
 

@@ -6,6 +6,14 @@
 * The shortlist comes from faiss (no filter) or from the in-memory table (a label
   filter: exact Hamming over the allowed rows); a radius keeps everything within it.
 * :func:`rshash.ranking.two_stage_order` orders it; metadata is read for the final k only.
+* Several examples (at most :data:`MAX_EXAMPLES`): the union of each example's shortlist (filters applied),
+  re-ranked against all of them (score: the mean over examples of the two-stage score; distance shown: the
+  smallest over examples). With one example this is the single-query path above, unchanged.
+
+Bounds: a radius keeps everything within it, but only the ``max(shortlist, offset + k)`` nearest (Hamming,
+then id) are re-ranked (with ``k`` given, the rest is cut before); similarities are computed in chunks of
+:data:`SIMILARITY_CHUNK` rows; ``offset`` pages through the re-ranked window (``offset + k <= shortlist``), so
+the order is the same on every page.
 """
 
 from __future__ import annotations
@@ -15,10 +23,14 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from ..codes import pack_codes, unpack_codes
-from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, quantize_descriptors, rerank_scores, two_stage_order
+from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, cosine_similarity, rerank_scores, two_stage_order
 from .backends.base import CodeBackend
 from .vectors import VectorTable
+
+#: The most examples one search takes (each adds its own shortlist to the candidates).
+MAX_EXAMPLES = 100
+#: Rows whose descriptor similarity (or Hamming distance, for several examples) is computed at once.
+SIMILARITY_CHUNK = 16384
 
 if TYPE_CHECKING:
     from .live import LiveCodes
@@ -47,31 +59,26 @@ class QueryVectors:
     exclude: tuple[int, ...] = ()  # indexed ids the query is made of (never returned)
 
 
-def combine_examples(examples: Sequence[QueryVectors], bits: int) -> QueryVectors:
-    """Several positive examples as one query: the majority vote of each code bit (a tie takes the first
-    example's bit) and the mean of the L2-normalised descriptors, re-quantised (no descriptor if any example
-    has none). The examples' own ids are excluded from the results."""
-    if not examples:
-        raise ValueError("no examples to combine")
-    if len(examples) == 1:
-        return examples[0]
-    codes = unpack_codes(np.stack([np.asarray(e.code, dtype=np.uint8) for e in examples]), bits)
-    votes = codes.sum(axis=0, dtype=np.int64) * 2
-    code = np.where(votes == len(examples), codes[0], votes > len(examples))
-    descriptor = None
-    if all(e.descriptor is not None for e in examples):
-        d = np.stack([np.asarray(e.descriptor, dtype=np.float32) for e in examples])
-        d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-        descriptor = quantize_descriptors(d.mean(axis=0, keepdims=True))[0]
-    exclude = tuple(dict.fromkeys(i for e in examples for i in e.exclude))
-    return QueryVectors(pack_codes(code[None])[0], descriptor, exclude)
+def as_examples(vectors: "QueryVectors | Sequence[QueryVectors]") -> tuple[QueryVectors, ...]:
+    """One query or several examples as a checked tuple of examples (1 to :data:`MAX_EXAMPLES`)."""
+    examples = (vectors,) if isinstance(vectors, QueryVectors) else tuple(vectors)
+    check_examples(len(examples))
+    return examples
+
+
+def check_examples(n: int) -> None:
+    """Refuse no examples or more than :data:`MAX_EXAMPLES` (checked before any example is read or encoded)."""
+    if n < 1:
+        raise ValueError("no examples given")
+    if n > MAX_EXAMPLES:
+        raise ValueError(f"at most {MAX_EXAMPLES} examples per search, got {n}")
 
 
 @dataclass(frozen=True)
 class SearchParams:
     """How one search ranks; every field is per call (nothing process-wide)."""
 
-    k: int | None = 20  # None: no limit (with a radius)
+    k: int | None = 20  # None: no limit (only with a radius)
     radius: int | None = None  # every item within this Hamming distance, inclusive
     rerank: bool = True
     labels: Sequence[str | None] | None = None  # keep only items with one of these labels (None: unlabelled)
@@ -79,10 +86,23 @@ class SearchParams:
     prefer: int | None = None  # an id that wins exact ties (a query file's own indexed item)
     shortlist: int = DEFAULT_SHORTLIST
     weight: float = DEFAULT_WEIGHT
+    offset: int = 0  # results skipped (a page: offset + k within the re-ranked window)
+
+    @property
+    def window(self) -> int:
+        """How many candidates are re-ranked: the shortlist, or more when ``offset + k`` asks for more."""
+        return max(self.shortlist, self.offset + (self.k or 0))
 
     def check(self, bits: int) -> None:
         if self.k is not None and self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.k is None and self.radius is None:
+            raise ValueError("k=None (no limit) needs a radius; give k")
+        if self.offset < 0:
+            raise ValueError(f"offset must be >= 0, got {self.offset}")
+        if self.offset and (self.k is None or self.offset + self.k > self.shortlist):
+            raise ValueError(f"offset + k must be within the re-ranked window of {self.shortlist} results, "
+                             f"got offset {self.offset} and k {self.k}")
         if self.radius is not None and not 0 <= self.radius <= bits:
             raise ValueError(f"radius must be in 0..{bits} (the code length), got {self.radius}")
         if self.shortlist < 1:
@@ -104,10 +124,11 @@ def candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, Hamming distances)`` of the shortlist (or of everything within the radius).
 
-    The shortlist is the ``max(shortlist, k)`` smallest ``(distance, id)`` pairs left after the exclusions, on
-    every path (a backend returns exactly those of what it scans; see :mod:`.backends.base`)."""
+    The shortlist is the ``max(shortlist, offset + k)`` smallest ``(distance, id)`` pairs left after the
+    exclusions, on every path (a backend returns exactly those of what it scans; see :mod:`.backends.base`);
+    with a radius and a ``k``, those of the items within it (``k=None``: all within it)."""
     excluded = np.asarray(params.exclude, dtype=np.int64)
-    size = max(params.shortlist, params.k or 0)
+    size = params.window
     if allowed is not None:  # filtered: exact Hamming over the allowed rows of the table
         pos = table.positions(allowed)
         ids, dist = table.ids[pos], table.hamming(code, pos)
@@ -119,31 +140,89 @@ def candidates(
     if params.radius is not None:
         keep &= dist <= params.radius
     ids, dist = ids[keep], dist[keep]
-    if params.radius is None and len(ids) > size:
+    if (params.radius is None or params.k is not None) and len(ids) > size:  # a radius: cut before re-ranking
         first = np.lexsort((ids, dist))[:size]
         ids, dist = ids[first], dist[first]
     return ids.astype(np.int64), dist.astype(np.int32)
+
+
+def similarities(table: VectorTable, descriptors: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``(E, n)`` cosine similarity of ``E`` int8 descriptors to the rows at ``positions``, in chunks of
+    :data:`SIMILARITY_CHUNK` rows (the float copy of the rows is bounded whatever ``n`` is)."""
+    descriptors = np.atleast_2d(descriptors)
+    out = np.empty((len(descriptors), len(positions)), dtype=np.float32)
+    for start in range(0, len(positions), SIMILARITY_CHUNK):
+        pos = positions[start : start + SIMILARITY_CHUNK]
+        if len(descriptors) == 1:  # the single-query path: the same arithmetic as before chunking
+            out[0, start : start + len(pos)] = table.similarity(descriptors[0], pos)
+        else:
+            out[:, start : start + len(pos)] = cosine_similarity(descriptors, table.descriptors[pos], table.norms[pos])
+    return out
+
+
+def _page(params: SearchParams, n: int) -> slice:
+    return slice(params.offset, None if params.k is None else min(n, params.offset + params.k))
 
 
 def rank(
     ids: np.ndarray, dist: np.ndarray, descriptor: np.ndarray | None, params: SearchParams, table: VectorTable,
     bits: int,
 ) -> Ranked:
-    """Order candidates by :func:`two_stage_order` and cut to k."""
+    """Order candidates by :func:`two_stage_order` (the ``window`` nearest re-ranked) and cut to the page."""
     rerank = params.rerank and descriptor is not None
-    sim = table.similarity(descriptor, table.positions(ids)) if rerank and len(ids) else None
-    if sim is not None and len(sim) != len(ids):  # a row removed between the shortlist and now
-        known = np.isin(ids, table.ids)
+    if rerank and len(ids):
+        known = np.isin(ids, table.ids)  # a row removed between the shortlist and now
         ids, dist = ids[known], dist[known]
+    sim = None
+    if rerank and len(ids):  # similarities for the re-ranked window only
+        other = ids != params.prefer if params.prefer is not None else np.zeros(len(ids), dtype=bool)
+        head = np.lexsort((ids, other, dist))[: params.window]
+        sim = np.zeros(len(ids), dtype=np.float32)
+        sim[head] = similarities(table, descriptor, table.positions(ids[head]))[0]
     order = two_stage_order(dist[None], ids, bits, None if sim is None else sim[None], rerank=rerank,
-                            shortlist=max(params.shortlist, params.k or 0) if params.radius is None else len(ids) or 1,
-                            weight=params.weight, prefer=params.prefer)[0]
-    order = order[: params.k] if params.k is not None else order
+                            shortlist=params.window, weight=params.weight, prefer=params.prefer)[0]
+    order = order[_page(params, len(order))]
     ids, dist = ids[order], dist[order]
     if sim is None:
         return Ranked(ids, dist, dist / bits, None)
     sim = sim[order]
+    if len(order) > params.window:  # past the window (a radius without k): similarities of these results only
+        sim[params.window :] = similarities(table, descriptor, table.positions(ids[params.window :]))[0]
     return Ranked(ids, dist, rerank_scores(dist, sim, bits, params.weight), sim)
+
+
+def rank_examples(
+    examples: Sequence[QueryVectors], params: SearchParams, codes: CodeBackend, table: VectorTable,
+    allowed: np.ndarray | None, bits: int,
+) -> Ranked:
+    """Several examples: the union of their shortlists, each candidate scored against every example.
+
+    Score: the mean over examples of the two-stage score (:func:`rerank_scores` with re-rank, else the
+    normalised Hamming distance); distance: the smallest over examples; similarity: the mean. Ties by
+    higher similarity, then smaller distance, then id."""
+    found = [candidates(e.code, params, codes, table, allowed)[0] for e in examples]
+    ids = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+    ids = ids[np.isin(ids, table.ids)]
+    pos = table.positions(ids)
+    rerank = params.rerank and all(e.descriptor is not None for e in examples)
+    query_codes = np.stack([np.asarray(e.code, dtype=np.uint8) for e in examples])
+    dist = np.empty(len(ids), dtype=np.int32)
+    score = np.empty(len(ids), dtype=np.float64)
+    sim = np.empty(len(ids), dtype=np.float32) if rerank else None
+    descriptors = np.stack([np.asarray(e.descriptor) for e in examples]) if rerank else None
+    for start in range(0, len(ids), SIMILARITY_CHUNK):
+        chunk = slice(start, start + SIMILARITY_CHUNK)
+        d = np.stack([table.hamming(c, pos[chunk]) for c in query_codes])  # (E, n)
+        dist[chunk] = d.min(axis=0)
+        if rerank:
+            s = similarities(table, descriptors, pos[chunk])
+            score[chunk] = rerank_scores(d, s, bits, params.weight).mean(axis=0)
+            sim[chunk] = s.mean(axis=0)
+        else:
+            score[chunk] = (d / bits).mean(axis=0)
+    keys = (ids, dist, score) if sim is None else (ids, dist, -sim, score)
+    order = np.lexsort(keys)[_page(params, len(ids))]
+    return Ranked(ids[order], dist[order], score[order], None if sim is None else sim[order])
 
 
 class Searcher:
@@ -158,26 +237,34 @@ class Searcher:
         self._live = live
         self.bits = bits
 
-    def search(self, vectors: QueryVectors, params: SearchParams, *, ids: Iterable[int] | None = None,
-               prefer: int | None = None) -> list[Hit]:
-        """The results of ``params`` for ``vectors`` (checked), only among ``ids`` if given."""
+    def search(self, vectors: QueryVectors | Sequence[QueryVectors], params: SearchParams, *,
+               ids: Iterable[int] | None = None, prefer: int | None = None) -> list[Hit]:
+        """The results of ``params`` for ``vectors`` (checked), only among ``ids`` if given.
+
+        A sequence is several examples (at most :data:`MAX_EXAMPLES`; see :func:`rank_examples`); the ids
+        they are made of are excluded. ``prefer`` (one example only) wins exact ties."""
+        examples = as_examples(vectors)
         params.check(self.bits)
-        params = replace(params, exclude=vectors.exclude, prefer=prefer)
+        exclude = tuple(dict.fromkeys(i for e in examples for i in e.exclude))
+        params = replace(params, exclude=exclude, prefer=prefer if len(examples) == 1 else None)
         allowed = self._store.ids_with_labels(params.labels) if params.labels is not None else None
         if ids is not None:
             chosen = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
             allowed = chosen if allowed is None else np.intersect1d(allowed, chosen)
         with self._live.reading() as (codes, table):  # shared with other searches; parameters are per call
-            found, dist = candidates(vectors.code, params, codes, table, allowed)
-        return self.hits(rank(found, dist, vectors.descriptor, params, table, self.bits))
+            if len(examples) > 1:
+                return self.hits(rank_examples(examples, params, codes, table, allowed, self.bits), params.offset)
+            found, dist = candidates(examples[0].code, params, codes, table, allowed)
+        return self.hits(rank(found, dist, examples[0].descriptor, params, table, self.bits), params.offset)
 
-    def hits(self, ranked: Ranked) -> list[Hit]:
-        """Attach paths and labels to the final results only (a row removed meanwhile is dropped)."""
+    def hits(self, ranked: Ranked, offset: int = 0) -> list[Hit]:
+        """Attach paths and labels to the final results only (a row removed meanwhile is dropped); ranks
+        count from ``offset + 1``."""
         metas = self._store.get(ranked.ids.tolist())
         hits = []
         for i, (id_, d, score) in enumerate(zip(ranked.ids.tolist(), ranked.distances.tolist(), ranked.scores.tolist())):
             if id_ in metas:
                 sim = None if ranked.similarities is None else float(ranked.similarities[i])
                 m = metas[id_]
-                hits.append(Hit(len(hits) + 1, id_, int(d), m.path, m.label, float(score), sim))
+                hits.append(Hit(offset + len(hits) + 1, id_, int(d), m.path, m.label, float(score), sim))
         return hits

@@ -19,8 +19,14 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-#: Bumped when the schema changes incompatibly; newer indexes are refused.
-FORMAT_VERSION = 2
+from ..geo.tables import upgrade_rasters
+
+#: Bumped when the schema changes; newer indexes are refused, older ones from ``MIGRATABLE_FROM`` on are
+#: upgraded in place when opened (:func:`migrate`). 3: ``rasters`` gained status, reason, tiling, datetime,
+#: datetime_end.
+FORMAT_VERSION = 3
+#: The oldest format :func:`migrate` upgrades; older ones must be rebuilt.
+MIGRATABLE_FROM = 2
 
 DB_NAME = "meta.sqlite"
 
@@ -49,6 +55,15 @@ CREATE INDEX IF NOT EXISTS removed_generation ON removed(generation);
 
 class IndexFormatError(ValueError):
     """The directory is not an index this version of rshash can read."""
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Upgrade an index database of format ``version`` to :data:`FORMAT_VERSION` inside the caller's write
+    transaction: 2 -> 3 adds the new ``rasters`` columns (status ``complete``, tiling NULL meaning "unknown,
+    keep its chips", no dates) where the index has rasters."""
+    if version < 3:
+        upgrade_rasters(conn)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
 
 
 @dataclass(frozen=True)
@@ -91,12 +106,18 @@ _META_COLUMNS = "id, path, label, width, height, sha256, added_at, code, descrip
 
 
 class Store:
-    """Thread-safe access to ``meta.sqlite`` (one connection, explicit transactions)."""
+    """Thread-safe access to ``meta.sqlite``: one write connection behind a lock (explicit transactions), and
+    a read-only connection per thread for reads, so searches read metadata in parallel with each other and
+    with a writer (WAL)."""
 
     def __init__(self, db_path: str | Path):
         self.path = Path(db_path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         self._lock = threading.RLock()
+        self._local = threading.local()  # this thread's read connection
+        self._readers: dict[int, sqlite3.Connection] = {}  # by thread id, closed with the store
+        self._readers_lock = threading.Lock()
+        self._closed = False
         # WAL: readers never block the writer and a killed writer loses only its open transaction.
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed batch survives a power loss too, so a saved faiss cache is never newer than SQLite.
@@ -137,6 +158,10 @@ class Store:
             if store is not None:
                 store.close()
             raise IndexFormatError(f"unreadable index database {db_path}: {exc}") from exc
+        if MIGRATABLE_FROM <= version < FORMAT_VERSION:
+            with store._transaction() as conn:
+                migrate(conn, version)
+            version = FORMAT_VERSION
         if version != FORMAT_VERSION:
             store.close()
             newer = "newer" if version > FORMAT_VERSION else "older"
@@ -147,8 +172,44 @@ class Store:
         return store
 
     def close(self) -> None:
+        with self._readers_lock:
+            self._closed = True
+            readers, self._readers = list(self._readers.values()), {}
+        for conn in readers:
+            conn.close()
         with self._lock:
             self._conn.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (opened on first use; those of finished threads are dropped)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+        conn.execute("PRAGMA query_only=ON")
+        with self._readers_lock:
+            if self._closed:
+                conn.close()
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            alive = {t.ident for t in threading.enumerate()}
+            for ident in [i for i in self._readers if i not in alive]:
+                self._readers.pop(ident).close()
+            self._readers[threading.get_ident()] = conn
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction on this thread's read connection: a consistent snapshot."""
+        conn = self._reader()
+        if conn.in_transaction:  # nested in this thread's snapshot: the same one
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -165,8 +226,7 @@ class Store:
     # ------------------------------------------------------------------ meta
 
     def meta(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._conn.execute("SELECT key, value FROM meta"))
+        return dict(self._reader().execute("SELECT key, value FROM meta"))
 
     def set_meta(self, key: str, value: str | int) -> None:
         with self._transaction() as conn:
@@ -174,8 +234,7 @@ class Store:
 
     def generation(self) -> int:
         """The number of committed changes: cheap, so searches can check it every time."""
-        with self._lock:
-            return int(self._conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        return int(self._reader().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
     @staticmethod
     def _bump(conn: sqlite3.Connection) -> int:
@@ -185,17 +244,16 @@ class Store:
     # ------------------------------------------------------------------ rows
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return int(self._reader().execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
     def checksums(self, paths: Sequence[str]) -> dict[str, tuple[int, str]]:
         """``path -> (id, sha256)`` for those of ``paths`` already indexed."""
         out: dict[str, tuple[int, str]] = {}
-        with self._lock:
+        with self._snapshot() as conn:
             for start in range(0, len(paths), 500):  # stay under SQLite's bound-parameter limit
                 chunk = list(paths[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                for path, id_, sha in self._conn.execute(
+                for path, id_, sha in conn.execute(
                     f"SELECT path, id, sha256 FROM images WHERE path IN ({marks})", chunk
                 ):
                     out[path] = (id_, sha)
@@ -228,9 +286,10 @@ class Store:
         return ids
 
     def run(self, fn: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
-        """``fn(conn)`` in one transaction (a write one if ``write``) and its result: for tables kept beside
-        the items (rasters, chips) that do not change the items, so no generation is bumped."""
-        with self._transaction(write=write) as conn:
+        """``fn(conn)`` in one transaction (a write one if ``write``, else a snapshot on this thread's read
+        connection) and its result: for tables kept beside the items (rasters, chips) that do not change the
+        items, so no generation is bumped."""
+        with self._transaction() if write else self._snapshot() as conn:
             return fn(conn)
 
     def remove(self, ids: Sequence[int]) -> list[int]:
@@ -254,17 +313,16 @@ class Store:
     def get(self, ids: Sequence[int]) -> dict[int, ImageMeta]:
         """Metadata of those ``ids`` that exist."""
         out: dict[int, ImageMeta] = {}
-        with self._lock:
+        with self._snapshot() as conn:
             for start in range(0, len(ids), 500):
                 chunk = [int(i) for i in ids[start : start + 500]]
                 marks = ",".join("?" * len(chunk))
-                for row in self._conn.execute(f"SELECT {_META_COLUMNS} FROM images WHERE id IN ({marks})", chunk):
+                for row in conn.execute(f"SELECT {_META_COLUMNS} FROM images WHERE id IN ({marks})", chunk):
                     out[row[0]] = ImageMeta(*row[1:], id=row[0])
         return out
 
     def label_counts(self) -> dict[str | None, int]:
-        with self._lock:
-            return dict(self._conn.execute("SELECT label, COUNT(*) FROM images GROUP BY label ORDER BY label"))
+        return dict(self._reader().execute("SELECT label, COUNT(*) FROM images GROUP BY label ORDER BY label"))
 
     def ids_with_labels(self, labels: Sequence[str | None]) -> np.ndarray:
         """Sorted ids of the rows whose label is one of ``labels`` (``None``: unlabelled)."""
@@ -274,14 +332,13 @@ class Store:
             clauses.append("label IS NULL")
         if not clauses:
             return np.zeros(0, dtype=np.int64)
-        with self._lock:
-            rows = self._conn.execute(f"SELECT id FROM images WHERE {' OR '.join(clauses)} ORDER BY id", named)
-            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+        rows = self._reader().execute(f"SELECT id FROM images WHERE {' OR '.join(clauses)} ORDER BY id", named)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def codes_since(self, generation: int | None, nbytes: int, dims: int) -> CodeDelta:
         """Codes added and ids removed after ``generation`` (``None``: everything), as one snapshot."""
         since = -1 if generation is None else generation
-        with self._transaction(write=False) as conn:
+        with self._snapshot() as conn:
             current = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
             total = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
             n = conn.execute("SELECT COUNT(*) FROM images WHERE generation > ?", (since,)).fetchone()[0]

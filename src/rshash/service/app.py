@@ -6,13 +6,17 @@ foreign Host header: plain 400):
 * ``GET  /``                           the search page (static files served by this app; nothing external)
 * ``POST /api/search``                 multipart upload ``image`` (+ ``k``, ``radius``, ``label``, ``rerank``
                                        as form or query fields)
-* ``GET  /api/search?id=N``            "more like this" for an indexed image (itself excluded)
+* ``GET  /api/search?id=N``            "more like this" for an indexed image (itself excluded; a raster chip's
+                                       own overlapping neighbours too)
 * ``GET  /api/images/{id}``            the original file (TIFF, which browsers cannot show, as PNG)
 * ``GET  /api/images/{id}/thumbnail``  a small JPEG (cached in memory, least recently used evicted)
 * ``GET  /api/stats``                  index size, code length, model fingerprint, classes with counts
 * ``GET  /healthz``                    liveness, and the index is readable
 * ``GET  /docs``, ``/openapi.json``    API reference (an offline page: no CDN)
-* ``GET  /map``, ``/api/geo/...``      the map page and the geo API over raster chips (:mod:`.routers.geo`)
+* ``GET  /map``, ``/api/geo/...``      the map page and the geo API over raster chips (:mod:`.routers.geo`):
+                                       search by point, box, ids or uploaded images; remove a raster
+
+Every request is bounded: see :func:`limits_text` (also the intro of ``/docs``).
 
 Layout: :mod:`.schemas` (response models), :mod:`.deps` (the shared service object and
 its dependency), :mod:`.routers` (search, images, about), :mod:`.uploads`, :mod:`.decoding`,
@@ -33,16 +37,35 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from ..index import Index
-from .deps import DEFAULT_MAX_PIXELS, Service, Settings
+from ..geo.search import BOX_MAX_CHIPS, BOX_TILES, MAX_AOI_CHIPS
+from ..index.search import MAX_EXAMPLES
+from ..ranking import DEFAULT_SHORTLIST
+from .decoding import pixel_limit
+from .deps import DEFAULT_MAX_PIXELS, PAGE_WINDOW, Service, Settings
 from .errors import add_error_handlers
 from .limits import BodyLimit, served_hosts
 from .routers import about, geo, images, search
 from .routers.about import STATIC_DIR
+from .schemas import K_MAX
 
 #: Room for the multipart envelope and the small form fields on top of the image itself.
 MULTIPART_OVERHEAD = 64 * 1024
 #: Environment variable with :func:`create_app`'s keyword arguments as JSON, for worker processes.
 CONFIG_ENV = "RSHASH_SERVE_CONFIG"
+
+
+def limits_text(settings: Settings) -> str:
+    """The request limits, as the API reference states them."""
+    return (
+        f"Limits: k at most {K_MAX}; offset + k at most {PAGE_WINDOW} (pages come from one re-ranked order); "
+        f"a radius returns at most k results (default {K_MAX}) and only the {DEFAULT_SHORTLIST} nearest by Hamming "
+        f"distance are re-ranked; at most {MAX_EXAMPLES} ids (repeated id=) or uploaded images per search, "
+        f"searched together; an area of interest holding more than {MAX_AOI_CHIPS:,} chips is refused (422; one "
+        f"covering every chip is no filter); a query box is read as one tile up to {BOX_TILES:g} tiles a side, as "
+        f"the chips it covers up to {BOX_MAX_CHIPS}, and refused beyond (422); "
+        f"uploads at most {settings.max_upload_mb:g} MB each request and {pixel_limit(settings.max_pixels):,} "
+        f"pixels each image, at most {settings.max_encodes} encoded at once. A raster that cannot be read is 503."
+    )
 
 
 def create_app(
@@ -96,7 +119,7 @@ def create_app(
         version=__version__,
         description="Content-based remote-sensing image retrieval by deep hashing: search an image archive "
         "by Hamming distance between binary codes, re-ranked by descriptor similarity. "
-        "Errors are JSON `{\"detail\": \"message\"}`.",
+        "Errors are JSON `{\"detail\": \"message\"}`. " + limits_text(settings),
         docs_url=None,  # FastAPI's pages load Swagger UI / ReDoc from a CDN; /docs is self-contained
         redoc_url=None,
         lifespan=lifespan,

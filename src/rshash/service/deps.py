@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import Depends, HTTPException, Request
 
 from ..index import Hit, ImageMeta, Index
+from ..ranking import DEFAULT_SHORTLIST
 from .limits import Slots
 from .schemas import DEFAULT_K, K_MAX, UNLABELLED
 from .thumbnails import LRUCache
@@ -60,6 +61,7 @@ class SearchQuery:
     radius: int | None
     label: str | None
     rerank: bool
+    offset: int = 0
 
     @property
     def labels(self) -> list[str | None] | None:
@@ -82,6 +84,7 @@ class Service:
         self._encoder_lock = threading.Lock()
         self._labels_lock = threading.Lock()
         self._labels: tuple[int, list[str]] | None = None  # (index generation, known class names)
+        self._count: tuple[int, int] | None = None  # (index generation, number of items)
 
     # -------------------------------------------------------------- model
 
@@ -103,7 +106,7 @@ class Service:
             except ValueError as exc:  # e.g. the model directory was overwritten by another model
                 raise HTTPException(
                     status_code=503,
-                    detail=f"searching by image is unavailable: {_strip_paths(str(exc))}. Searching by id still works",
+                    detail=f"searching by image is unavailable: {strip_paths(str(exc))}. Searching by id still works",
                 ) from exc
 
     # -------------------------------------------------------------- images
@@ -131,7 +134,16 @@ class Service:
                 self._labels = cached = (int(stats["generation"]), [str(name) for name in stats["labels"]])
         return cached[1]
 
-    def check_query(self, k: int | None, radius: int | None, label: str | None, rerank: bool = True) -> SearchQuery:
+    def count(self) -> int:
+        """The number of indexed items, counted again only after the index changed (one single-row read)."""
+        generation = self.index.generation
+        cached = self._count
+        if cached is None or cached[0] != generation:
+            self._count = cached = (generation, len(self.index))
+        return cached[1]
+
+    def check_query(self, k: int | None, radius: int | None, label: str | None, rerank: bool = True,
+                    offset: int = 0) -> SearchQuery:
         bits = self.index.bits
         if radius is not None and not 0 <= radius <= bits:
             raise HTTPException(status_code=422, detail=f"radius must be in 0..{bits} (the code length), got {radius}")
@@ -143,18 +155,39 @@ class Service:
                 raise HTTPException(status_code=422, detail=f"unknown class {label!r}; the index has: {shown}")
         if k is None:
             k = DEFAULT_K if radius is None else K_MAX  # a radius search returns everything within, up to k_max
-        return SearchQuery(k, radius, label, rerank)
+        check_page(k, offset)
+        return SearchQuery(k, radius, label, rerank, offset)
 
     def search(self, query: int | np.ndarray, q: SearchQuery) -> list[Hit]:
-        """One index search: an id ("more like this", itself excluded) or uint8 RGB pixels (an upload)."""
+        """One index search: an id ("more like this", itself excluded) or uint8 RGB pixels (an upload).
+
+        An id that is a raster chip is searched as a place, so the chips overlapping its own footprint (its
+        tiling neighbours) are dropped, by the geo search's own-place rule (no near-duplicate suppression)."""
         if isinstance(query, np.ndarray):
             self.load_encoder()
         try:
-            return self.index.search(query, q.k, radius=q.radius, rerank=q.rerank, labels=q.labels)
+            if isinstance(query, int) and self.chip_ids([query]):
+                geo = self.index.geo
+                places = geo.search(geo.id_query([query]), q.k, radius=q.radius, rerank=q.rerank, labels=q.labels,
+                                    max_overlap=None, offset=q.offset)
+                return [Hit(p.rank, p.id, p.distance, p.path, p.label, p.score, p.similarity) for p in places]
+            return self.index.search(query, q.k, radius=q.radius, rerank=q.rerank, labels=q.labels, offset=q.offset)
         except ValueError as exc:
             if isinstance(query, int) and self.index.get(query) is None:  # checked only when the search failed
                 raise HTTPException(status_code=404, detail=f"no image with id {query} in the index") from exc
             raise
+
+
+    def chip_ids(self, ids: list[int]) -> set[int]:
+        """Those of ``ids`` that are raster chips (their images are read from the raster: geo chip URLs)."""
+        return set(self.index.geo.chips(ids)) if ids else set()
+
+
+def check_page(k: int, offset: int) -> None:
+    """422 unless ``offset + k`` is within the re-ranked window (so every page comes from one order)."""
+    if offset < 0 or offset + k > PAGE_WINDOW:
+        raise HTTPException(status_code=422, detail=f"offset + k must be at most {PAGE_WINDOW} (the re-ranked "
+                            f"window), got offset {offset} and k {k}")
 
 
 async def get_service(request: Request) -> Service:
@@ -165,9 +198,12 @@ async def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
+#: Results reachable by paging: ``offset + k`` within the re-ranked shortlist.
+PAGE_WINDOW = DEFAULT_SHORTLIST
+
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s()'\",;:/]+/)*([^\s()'\",;:/]+)")
 
 
-def _strip_paths(message: str) -> str:
+def strip_paths(message: str) -> str:
     """Absolute paths in an error message shortened to their last component."""
     return _ABSOLUTE_PATH.sub(r"\1", message)

@@ -9,8 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rasterio.errors import RasterioError
+from shapely.errors import GEOSException
+
 from ..data.images import UnreadableImage
+from ..geo.search import PlaceNotIndexed
+from ..geo.source import RasterError
 from .decoding import FormatNotAllowed, TooManyPixels
+from .deps import strip_paths
 
 log = logging.getLogger("rshash.service")
 
@@ -26,10 +32,32 @@ def image_error(exc: UnreadableImage, otherwise: int, prefix: str = "") -> HTTPE
     return HTTPException(status_code=status, detail=f"{prefix}{exc}")
 
 
+def geo_error(exc: Exception) -> HTTPException:
+    """The HTTP error for a failed geo request, its message with file names only (never the server's paths):
+    404 nothing indexed there or a raster unknown; 422 a request out of bounds (a box or an area of interest
+    too large, a bad box or point, ...); 503 a raster that cannot be read on the server."""
+    detail = strip_paths(str(exc))
+    if isinstance(exc, RasterioError):
+        return HTTPException(status_code=503, detail=f"a raster cannot be read on the server: {detail}")
+    if isinstance(exc, GEOSException):
+        return HTTPException(status_code=422, detail=f"the geometry cannot be computed: {detail}")
+    if isinstance(exc, (PlaceNotIndexed, RasterError)):
+        return HTTPException(status_code=404, detail=detail)
+    return HTTPException(status_code=422, detail=detail)  # BoxTooLarge, AreaTooLarge and other ValueErrors
+
+
 def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Raster I/O and geometry errors escaping a route: 503 / 422 with a JSON message, never a 500.
+    app.add_exception_handler(RasterioError, _geo_error)
+    app.add_exception_handler(GEOSException, _geo_error)
     app.add_exception_handler(Exception, _server_error)
+
+
+async def _geo_error(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return await _http_error(request, geo_error(exc))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

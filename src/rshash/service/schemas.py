@@ -28,6 +28,7 @@ class Result(BaseModel):
 class SearchResponse(BaseModel):
     query: dict = Field(description='what was searched: {"id": N} or {"filename", "width", "height"}')
     k: int
+    offset: int = Field(description="results skipped before these (a page)")
     radius: int | None
     label: str | None = Field(description=f"class filter, if any ({UNLABELLED!r}: images without a class)")
     rerank: bool = Field(description="whether the Hamming shortlist was re-ranked by descriptor similarity")

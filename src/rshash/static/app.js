@@ -106,9 +106,11 @@
     run(`upload:${file.name}`, () => fetch(`/api/search?${params()}`, { method: "POST", body }));
   }
 
-  function searchId(id, path, label) {
-    lastQuery = { kind: "id", id, path, label };
-    setPreview(`/api/images/${id}/thumbnail`);
+  function searchId(id, path, label, thumbnail) {
+    // a raster chip has no image file of its own: its thumbnail comes from the geo route the result names
+    thumbnail = thumbnail || `/api/images/${id}/thumbnail`;
+    lastQuery = { kind: "id", id, path, label, thumbnail };
+    setPreview(thumbnail);
     els.info.replaceChildren(
       text("span", `Image #${id}`), text("span", path || "", "path"), text("span", label || "", "tag"));
     const p = params();
@@ -119,7 +121,7 @@
   function rerun() {
     if (!lastQuery) return;
     if (lastQuery.kind === "file") searchFile(lastQuery.file);
-    else searchId(lastQuery.id, lastQuery.path, lastQuery.label);
+    else searchId(lastQuery.id, lastQuery.path, lastQuery.label, lastQuery.thumbnail);
   }
 
   async function run(queryKey, request) {
@@ -180,7 +182,7 @@
       meta.className = "meta";
       meta.append(text("span", `#${r.rank}`, "rank"), text("span", `d = ${r.distance}`, `dist ${distanceClass(r.distance)}`));
       card.append(img, meta, text("div", r.label || "unlabelled", "label"), text("div", r.path, "path"));
-      card.addEventListener("click", () => searchId(r.id, r.path, r.label));
+      card.addEventListener("click", () => searchId(r.id, r.path, r.label, r.thumbnail_url));
       li.appendChild(card);
       return li;
     });

@@ -32,6 +32,13 @@
     e.textContent = text || "";
   }
 
+  // Longitudes: Leaflet lets the map pan round the world (lng past +-180); the server wants [-180, 180],
+  // and a box whose west is east of its east crosses the antimeridian (drawn with east + 360).
+  const wrapLon = (v) => L.Util.wrapNum(v, [-180, 180], true);
+  const lonBox = (b) => (b.getEast() - b.getWest() >= 360 ? [-180, 180]
+    : [wrapLon(b.getWest()), wrapLon(b.getEast())]);
+  const eastOf = (w, e) => (e < w ? e + 360 : e);
+
   async function loadRasters() {
     const r = await fetch("/api/geo/rasters");
     if (!r.ok) throw new Error(`rasters: ${r.status}`);
@@ -41,15 +48,15 @@
     for (const raster of data.rasters) {
       if (!raster.overlay) continue;
       const [w, s, e, n] = raster.overlay.bounds;
-      L.imageOverlay(raster.overlay.url, [[s, w], [n, e]], { opacity: 1, interactive: false, className: "raster" })
+      L.imageOverlay(raster.overlay.url, [[s, w], [n, eastOf(w, e)]], { opacity: 1, interactive: false, className: "raster" })
         .addTo(map);
       const [bw, bs, be, bn] = raster.bounds;
-      L.rectangle([[bs, bw], [bn, be]], { color: "#555", weight: 1, fill: false, interactive: false })
+      L.rectangle([[bs, bw], [bn, eastOf(bw, be)]], { color: "#555", weight: 1, fill: false, interactive: false })
         .bindTooltip(raster.name).addTo(map);
     }
     if (data.bounds) {
       const [w, s, e, n] = data.bounds;
-      map.fitBounds([[s, w], [n, e]]);
+      map.fitBounds([[s, w], [n, eastOf(w, e)]]);
     }
     document.body.dataset.ready = "1";
   }
@@ -60,7 +67,8 @@
     if ($("radius").value !== "") p.set("radius", $("radius").value);
     if ($("aoi-view").checked) {
       const b = map.getBounds();
-      p.set("aoi", [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(7)).join(","));
+      const [west, east] = lonBox(b);
+      p.set("aoi", [west, b.getSouth(), east, b.getNorth()].map((v) => v.toFixed(7)).join(","));
     }
     return p;
   }
@@ -178,7 +186,8 @@
     map.dragging.enable();
     if (boxShape) { boxShape.remove(); boxShape = null; }
     if (b.getNorth() === b.getSouth() || b.getEast() === b.getWest()) return;
-    const box = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(7)).join(",");
+    const [west, east] = lonBox(b);
+    const box = [west, b.getSouth(), east, b.getNorth()].map((v) => v.toFixed(7)).join(",");
     suppressClick = true;
     setTimeout(() => { suppressClick = false; }, 300);
     search({ box }, `box:${box}`);
@@ -187,7 +196,7 @@
   // Click: search from that place (the indexed chip containing it).
   map.on("click", (ev) => {
     if (suppressClick) { suppressClick = false; return; }
-    const { lat, lng } = ev.latlng;
+    const { lat, lng } = ev.latlng.wrap();
     search({ lon: lng.toFixed(7), lat: lat.toFixed(7) }, `point:${lng.toFixed(5)},${lat.toFixed(5)}`);
   });
 

@@ -42,9 +42,9 @@ def stats(service: ServiceDep) -> dict:
 
 @router.get("/healthz", response_model=Health)
 def healthz(service: ServiceDep) -> dict:
-    """``ok`` while the server answers and the index is readable."""
+    """``ok`` while the server answers and the index is readable (the item count is cached by generation)."""
     try:
-        count = len(service.index)
+        count = service.count()
     except Exception as exc:  # e.g. the database went away
         raise HTTPException(status_code=503, detail=f"index unreadable: {type(exc).__name__}") from exc
     return {"status": "ok", "images": count}

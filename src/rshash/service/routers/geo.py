@@ -5,30 +5,41 @@
 * ``GET /api/geo/rasters/{id}/overlay.png``      the raster warped to Web Mercator (PNG, cached on disk)
 * ``GET /api/geo/chips/{id}/thumbnail``          a chip read again from its raster (JPEG)
 * ``GET /api/geo/search``                        by ``lon`` & ``lat`` (the chip there), ``box`` (read and
-  encoded now) or ``id`` (repeatable: examples combined); filters ``aoi``, ``radius``; ``k``,
-  ``max_overlap``; ``format=json|geojson|csv``
+  encoded now) or ``id`` (repeatable, at most 100: examples searched together); filters ``aoi``, ``radius``;
+  ``k``, ``offset``, ``max_overlap``; ``format=json|geojson|csv``
+* ``POST /api/geo/search``                       by uploaded image(s) (multipart ``image``, repeatable: examples)
+* ``DELETE /api/geo/rasters/{id}``               remove an indexed raster and its chips
+
+Errors name files by their name only; a raster that cannot be read is 503, a request out of bounds 422.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image
+from rasterio.errors import RasterioError
+from shapely.errors import GEOSException
 from starlette.concurrency import run_in_threadpool
 
 from ...geo import footprints
 from ...geo.overlays import MAX_SIDE, OverlayCache, overlay_plan, render_overlay
-from ...geo.search import MAX_OVERLAP, GeoHit, GeoQuery, PlaceNotIndexed, parse_box, parse_lonlat
+from ...geo.search import MAX_AOI_CHIPS, MAX_OVERLAP, GeoHit, GeoQuery, PlaceNotIndexed, parse_box, parse_lonlat
 from ...geo.source import RasterError
-from ..deps import Service, ServiceDep
-from ..schemas import DEFAULT_K, K_MAX
+from ...index.search import MAX_EXAMPLES
+from ..deps import PAGE_WINDOW, Service, ServiceDep, check_page
+from ..errors import geo_error
+from ..schemas import DEFAULT_K, K_MAX, UPLOAD_ERRORS
+from ..uploads import EncodeSlotRoute, decode_upload, read_upload, upload_name
 from .about import STATIC_DIR
 
 router = APIRouter(tags=["places"])
@@ -46,10 +57,8 @@ def _overlays(request: Request, service: Service) -> OverlayCache:
     return cache
 
 
-def _http(exc: Exception) -> HTTPException:
-    if isinstance(exc, (PlaceNotIndexed, RasterError)):
-        return HTTPException(status_code=404, detail=str(exc))
-    return HTTPException(status_code=422, detail=str(exc))
+#: Geo errors a route turns into a 4xx / 503 (see :func:`~rshash.service.errors.geo_error`).
+GEO_ERRORS = (PlaceNotIndexed, RasterError, ValueError, RasterioError, GEOSException)
 
 
 @router.get("/map", include_in_schema=False)
@@ -87,14 +96,14 @@ async def overlay(request: Request, service: ServiceDep, raster_id: Annotated[in
         try:
             row = readers.row(raster_id)
         except RasterError as exc:
-            raise _http(exc) from exc
+            raise geo_error(exc) from exc
         data = cache.get(row, MAX_SIDE)
         if data is None:
             try:
                 with readers.source(raster_id, 64) as source:
                     data = render_overlay(source, row, MAX_SIDE)
-            except (RasterError, ValueError) as exc:
-                raise _http(exc) from exc
+            except GEO_ERRORS as exc:
+                raise geo_error(exc) from exc
             cache.put(row, MAX_SIDE, data)
         return data
 
@@ -112,8 +121,8 @@ def chip_thumbnail(service: ServiceDep, id: Annotated[int, PathParam(ge=0)]) -> 
     if data is None:
         try:
             pixels = service.index.geo.chip_pixels(id, service.settings.thumbnail_size)
-        except (PlaceNotIndexed, RasterError) as exc:
-            raise _http(exc) from exc
+        except GEO_ERRORS as exc:
+            raise geo_error(exc) from exc
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="JPEG", quality=85)
         data = buf.getvalue()
@@ -123,6 +132,55 @@ def chip_thumbnail(service: ServiceDep, id: Annotated[int, PathParam(ge=0)]) -> 
 
 Format = Literal["json", "geojson", "csv"]
 
+AoiParam = Annotated[str | None, Query(description="area of interest LONMIN,LATMIN,LONMAX,LATMAX (at most "
+                                       f"{MAX_AOI_CHIPS:,} chips; one covering every chip is no filter)")]
+RadiusParam = Annotated[int | None, Query(ge=0, description="only results within this Hamming distance")]
+KParam = Annotated[int | None, Query(ge=1, le=K_MAX, description=f"number of results (default {DEFAULT_K}; "
+                                     f"with a radius, everything within it up to {K_MAX})")]
+OffsetParam = Annotated[int, Query(ge=0, le=PAGE_WINDOW, description=f"results to skip (a page): offset + k at "
+                                   f"most {PAGE_WINDOW}; pages share one order")]
+OverlapParam = Annotated[float, Query(ge=0, le=1, description="near-duplicate threshold (overlap fraction)")]
+FormatParam = Annotated[Format, Query(description="json (default), geojson (FeatureCollection) or csv")]
+
+
+@dataclass(frozen=True)
+class GeoOptions:
+    """The checked options of one geo search."""
+
+    k: int
+    offset: int
+    radius: int | None
+    aoi: tuple[float, float, float, float] | None
+    max_overlap: float
+    rerank: bool
+    format: str
+
+
+def _options(
+    service: ServiceDep,
+    aoi: AoiParam = None,
+    radius: RadiusParam = None,
+    k: KParam = None,
+    offset: OffsetParam = 0,
+    max_overlap: OverlapParam = MAX_OVERLAP,
+    rerank: bool = True,
+    format: FormatParam = "json",
+) -> GeoOptions:
+    """The search options both geo search routes take (a dependency: query parameters, checked)."""
+    if radius is not None and radius > service.index.bits:
+        raise HTTPException(status_code=422, detail=f"radius must be in 0..{service.index.bits} (the code length)")
+    if k is None:
+        k = DEFAULT_K if radius is None else K_MAX
+    check_page(k, offset)
+    try:
+        area = None if aoi is None else parse_box(aoi)
+    except ValueError as exc:
+        raise geo_error(exc) from exc
+    return GeoOptions(k, offset, radius, area, max_overlap, rerank, format)
+
+
+OptionsDep = Annotated[GeoOptions, Depends(_options)]
+
 
 @router.get("/api/geo/search", responses={200: {"content": {"application/json": {}, "application/geo+json": {},
                                                              "text/csv": {}}}})
@@ -131,41 +189,92 @@ def search(
     lon: Annotated[float | None, Query(ge=-180, le=180, description="query point longitude (with lat)")] = None,
     lat: Annotated[float | None, Query(ge=-90, le=90, description="query point latitude (with lon)")] = None,
     box: Annotated[str | None, Query(description="query box LONMIN,LATMIN,LONMAX,LATMAX, read and encoded now")] = None,
-    id: Annotated[list[int] | None, Query(description="indexed item(s); several: examples combined")] = None,
+    id: Annotated[list[int] | None, Query(description=f"indexed item(s); several (at most {MAX_EXAMPLES}): "
+                                          "examples searched together")] = None,
     raster: Annotated[int | None, Query(ge=1, description="with lon/lat or box: the raster to use")] = None,
-    aoi: Annotated[str | None, Query(description="area of interest LONMIN,LATMIN,LONMAX,LATMAX")] = None,
-    radius: Annotated[int | None, Query(ge=0, description="only results within this Hamming distance")] = None,
-    k: Annotated[int | None, Query(ge=1, le=K_MAX, description=f"number of results (default {DEFAULT_K})")] = None,
-    max_overlap: Annotated[float, Query(ge=0, le=1, description="near-duplicate threshold (overlap fraction)")] = MAX_OVERLAP,
-    rerank: bool = True,
-    format: Annotated[Format, Query(description="json (default), geojson (FeatureCollection) or csv")] = "json",
+    options: OptionsDep = None,
 ) -> Response:
     """Places like a point, a box or indexed chips: rank, distance, lon/lat, footprint, raster and window."""
     started = time.perf_counter()
     given = sum((lon is not None or lat is not None, box is not None, bool(id)))
     if given != 1 or (lon is None) != (lat is None):
         raise HTTPException(status_code=422, detail="give one query: lon and lat, box, or id (repeatable)")
-    if radius is not None and radius > service.index.bits:
-        raise HTTPException(status_code=422, detail=f"radius must be in 0..{service.index.bits} (the code length)")
-    if k is None:
-        k = DEFAULT_K if radius is None else K_MAX
+    if id and len(id) > MAX_EXAMPLES:  # counted before any is read
+        raise HTTPException(status_code=422, detail=f"at most {MAX_EXAMPLES} ids per search, got {len(id)}")
     try:
-        area = None if aoi is None else parse_box(aoi)
         query = _query(service, lon, lat, box, id, raster)
-        hits = service.index.geo.search(query, k, aoi=area, radius=radius, max_overlap=max_overlap, rerank=rerank)
-    except (PlaceNotIndexed, RasterError, ValueError) as exc:
-        raise _http(exc) from exc
+    except GEO_ERRORS as exc:
+        raise geo_error(exc) from exc
+    return _answer(service, query, options, started)
+
+
+async def search_by_images(
+    service: ServiceDep,
+    image: Annotated[list[UploadFile], File(description=f"query image(s) (JPEG, PNG, TIFF, WebP, BMP or GIF); "
+                                            f"several (at most {MAX_EXAMPLES}): examples searched together")],
+    options: OptionsDep = None,
+) -> Response:
+    """Places like uploaded image(s), encoded now (each within the upload limits; the whole request too)."""
+    started = time.perf_counter()
+    if len(image) > MAX_EXAMPLES:
+        raise HTTPException(status_code=422, detail=f"at most {MAX_EXAMPLES} images per search, got {len(image)}")
+    settings = service.settings
+    pixels, names = [], []
+    for upload in image:
+        data = await read_upload(upload, settings.max_upload_bytes, settings.upload_too_large)
+        names.append(upload_name(upload))
+        pixels.append(await run_in_threadpool(decode_upload, data, names[-1], settings.max_pixels))
+        del data
+    await run_in_threadpool(service.load_encoder)
+
+    def query() -> GeoQuery:
+        try:
+            found = service.index.geo.examples_query(pixels)
+        except GEO_ERRORS as exc:
+            raise geo_error(exc) from exc
+        described = [{"filename": n.strip("'\""), "width": int(p.shape[1]), "height": int(p.shape[0])}
+                     for n, p in zip(names, pixels)]
+        return dataclasses.replace(found, described={"images": described})
+
+    geo_query = await run_in_threadpool(query)
+    return await run_in_threadpool(_answer, service, geo_query, options, started)
+
+
+# The upload route holds an encode slot from before its body is read (see rshash.service.uploads).
+router.add_api_route("/api/geo/search", search_by_images, methods=["POST"], responses=UPLOAD_ERRORS,
+                     route_class_override=EncodeSlotRoute)
+
+
+@router.delete("/api/geo/rasters/{raster_id}", responses={404: {"description": "no such raster"}})
+def remove_raster(service: ServiceDep, raster_id: Annotated[int, PathParam(ge=1)]) -> dict:
+    """Remove an indexed raster and all its chips (they stop being found at once)."""
+    if not hasattr(service.index, "remove_raster"):
+        raise HTTPException(status_code=501, detail="this version cannot remove rasters")
+    try:
+        chips = service.index.remove_raster(raster_id)
+    except GEO_ERRORS as exc:
+        raise HTTPException(status_code=404, detail=f"no raster {raster_id} in the index") from exc
+    return {"removed": raster_id, "chips": int(chips)}
+
+
+def _answer(service: Service, query: GeoQuery, o: GeoOptions, started: float) -> Response:
+    """Search and answer in the requested format."""
+    try:
+        hits = service.index.geo.search(query, o.k, aoi=o.aoi, radius=o.radius, max_overlap=o.max_overlap,
+                                        rerank=o.rerank, offset=o.offset)
+    except GEO_ERRORS as exc:
+        raise geo_error(exc) from exc
     results = [_result(h) for h in hits]
-    if format == "geojson":
+    if o.format == "geojson":
         return JSONResponse(footprints.feature_collection(results), media_type="application/geo+json",
                             headers={"Content-Disposition": 'attachment; filename="hits.geojson"'})
-    if format == "csv":
+    if o.format == "csv":
         return Response(footprints.results_csv(results), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="hits.csv"'})
     described = dict(query.described) | {"footprints": [footprints.polygon_geometry(f) for f in query.footprints]}
     return JSONResponse({
-        "query": described, "k": k, "radius": radius, "aoi": None if area is None else list(area),
-        "max_overlap": max_overlap, "rerank": rerank,
+        "query": described, "k": o.k, "offset": o.offset, "radius": o.radius,
+        "aoi": None if o.aoi is None else list(o.aoi), "max_overlap": o.max_overlap, "rerank": o.rerank,
         "query_ms": round((time.perf_counter() - started) * 1000, 3), "count": len(results), "results": results,
     })
 

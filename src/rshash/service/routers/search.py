@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...index import Hit
-from ..deps import SearchQuery, ServiceDep
+from ..deps import PAGE_WINDOW, SearchQuery, Service, ServiceDep
 from ..schemas import DEFAULT_K, INVALID, K_MAX, NOT_FOUND, UNLABELLED, UPLOAD_ERRORS, SearchResponse
 from ..uploads import EncodeSlotRoute, decode_upload, read_upload, upload_name
 
@@ -29,6 +29,8 @@ KParam = Annotated[int | None, Query(ge=1, le=K_MAX, description=_K)]
 RadiusParam = Annotated[int | None, Query(ge=0, description=_RADIUS)]
 LabelParam = Annotated[str | None, Query(description=_LABEL)]
 RerankParam = Annotated[bool, Query(description=_RERANK)]
+_OFFSET = f"results to skip (a page): offset + k at most {PAGE_WINDOW}, the re-ranked window; pages share one order"
+OffsetParam = Annotated[int, Query(ge=0, le=PAGE_WINDOW, description=_OFFSET)]
 
 
 @router.get("/api/search", response_model=SearchResponse, responses=NOT_FOUND | INVALID)
@@ -39,11 +41,13 @@ def search_by_id(
     radius: RadiusParam = None,
     label: LabelParam = None,
     rerank: RerankParam = True,
+    offset: OffsetParam = 0,
 ) -> JSONResponse:
-    """The best indexed images for an indexed one ("more like this")."""
+    """The best indexed images for an indexed one ("more like this"). An indexed raster chip's own tiling
+    neighbours (overlapping its footprint) are left out, as in the geo search."""
     started = time.perf_counter()
-    q = service.check_query(k, radius, label, rerank)
-    return search_response({"id": id}, q, service.search(id, q), started)
+    q = service.check_query(k, radius, label, rerank, offset)
+    return search_response({"id": id}, q, service.search(id, q), started, service)
 
 
 async def search_by_image(
@@ -53,10 +57,13 @@ async def search_by_image(
     radius: RadiusParam = None,
     label: LabelParam = None,
     rerank: RerankParam = True,
+    offset: OffsetParam = 0,
     k_form: Annotated[int | None, Form(alias="k", ge=1, le=K_MAX, description="as the query parameter")] = None,
     radius_form: Annotated[int | None, Form(alias="radius", ge=0, description="as the query parameter")] = None,
     label_form: Annotated[str | None, Form(alias="label", description="as the query parameter")] = None,
     rerank_form: Annotated[bool | None, Form(alias="rerank", description="as the query parameter")] = None,
+    offset_form: Annotated[int | None, Form(alias="offset", ge=0, le=PAGE_WINDOW,
+                                            description="as the query parameter")] = None,
 ) -> JSONResponse:
     """The best indexed images for an uploaded image (form fields override query parameters)."""
     started = time.perf_counter()
@@ -66,6 +73,7 @@ async def search_by_image(
         radius_form if radius_form is not None else radius,
         label_form if label_form is not None else label,
         rerank_form if rerank_form is not None else rerank,
+        offset_form if offset_form is not None else offset,
     )
     settings = service.settings
     data = await read_upload(image, settings.max_upload_bytes, settings.upload_too_large)
@@ -74,7 +82,7 @@ async def search_by_image(
     del data
     hits = await run_in_threadpool(service.search, rgb, q)
     query = {"filename": name.strip("'\""), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
-    return search_response(query, q, hits, started)
+    return await run_in_threadpool(search_response, query, q, hits, started, service)
 
 
 # The upload route holds an encode slot from before its body is read (see rshash.service.uploads).
@@ -88,12 +96,15 @@ router.add_api_route(
 )
 
 
-def search_response(query: dict, q: SearchQuery, hits: list[Hit], started: float) -> JSONResponse:
+def search_response(query: dict, q: SearchQuery, hits: list[Hit], started: float, service: Service) -> JSONResponse:
     """The answer (shaped as :class:`SearchResponse`), returned as is: FastAPI's re-validation of
-    the response model would cost as much as the search itself."""
+    the response model would cost as much as the search itself. Raster chips are served by the geo chip route
+    (they have no image file of their own)."""
+    chips = service.chip_ids([h.id for h in hits])
     return JSONResponse({
         "query": query,
         "k": q.k,
+        "offset": q.offset,
         "radius": q.radius,
         "label": q.label,
         "rerank": q.rerank,
@@ -108,12 +119,21 @@ def search_response(query: dict, q: SearchQuery, hits: list[Hit], started: float
                 "similarity": h.similarity,
                 "label": h.label,
                 "path": display_path(h.path),
-                "thumbnail_url": f"/api/images/{h.id}/thumbnail",
-                "image_url": f"/api/images/{h.id}",
+                **(chip_urls(h.id) if h.id in chips else image_urls(h.id)),
             }
             for h in hits
         ],
     })
+
+
+def image_urls(id: int) -> dict[str, str]:
+    return {"thumbnail_url": f"/api/images/{id}/thumbnail", "image_url": f"/api/images/{id}"}
+
+
+def chip_urls(id: int) -> dict[str, str]:
+    """A raster chip's pixels, read again from its raster (the thumbnail route serves both)."""
+    url = f"/api/geo/chips/{id}/thumbnail"
+    return {"thumbnail_url": url, "image_url": url}
 
 
 def display_path(path: str) -> str:
