@@ -24,6 +24,15 @@ DEFAULT_CUT = "stage5"
 
 CONFIG_NAME = "config.json"
 
+#: Ground resolution (metres) of UCMD's 1 ft orthophotos: what a model that records no sources was trained at.
+UCMD_GSD_M = 0.3
+#: Band meaning of RGB imagery (image folders are decoded as RGB; the raster reader reads red, green, blue).
+RGB_BANDS = ("red", "green", "blue")
+#: Kinds of training source: a labelled image folder (or manifest), or georeferenced rasters.
+SOURCE_KINDS = ("folder", "rasters")
+#: What a model saved before sources were recorded was trained on (``sources`` absent from its config).
+LEGACY_SOURCES = ({"kind": "folder", "path": None, "gsd": UCMD_GSD_M, "bands": list(RGB_BANDS)},)
+
 
 class ModelDirError(ValueError):
     """The directory is not a usable rshash model."""
@@ -54,6 +63,9 @@ class ModelConfig:
     format_version: int = FORMAT_VERSION
     input_size: int | None = None
     fingerprint: str | None = None
+    #: Training sources, each ``{"kind", "path", "gsd" (metres or None), "bands"}`` (:func:`training_source`);
+    #: empty for models saved before they were recorded (read as :data:`LEGACY_SOURCES` by :func:`model_sources`).
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self, fingerprint: bool = True) -> dict[str, Any]:
         """JSON-ready; unset ``input_size`` / ``fingerprint`` are left out (as is the fingerprint if not wanted),
@@ -75,14 +87,51 @@ class ModelConfig:
         known = {k: v for k, v in d.items() if k in _FIELDS}
         known["taps"] = tuple(known.get("taps", DEFAULT_TAPS))
         known["class_names"] = list(known.get("class_names", []))
+        sources = known.get("sources", [])
+        if not isinstance(sources, list):
+            raise ValueError(f"'sources' must be a list, got {sources!r}")
+        known["sources"] = [check_source(s) for s in sources]
         return cls(**known)
 
 
 _FIELDS = {f.name for f in fields(ModelConfig)}
 #: Fields added after format 2 was first written, with the default that older configs imply.
-_LATER_DEFAULTS = {"encoder_precision": "float32"}
+_LATER_DEFAULTS: dict[str, Any] = {"encoder_precision": "float32", "sources": []}
 #: Fields a saved model must have, with their JSON types.
 _REQUIRED = {"bits": int, "descriptor_dims": int, "input_size": int, "fingerprint": str}
+
+
+def check_source(source: Any) -> dict[str, Any]:
+    """A training source as a config records it, checked (ValueError with what is wrong)."""
+    if not isinstance(source, dict):
+        raise ValueError(f"a training source must be an object, got {source!r}")
+    kind, path, gsd, bands = (source.get(k) for k in ("kind", "path", "gsd", "bands"))
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"training source kind must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
+    if path is not None and not isinstance(path, str):
+        raise ValueError(f"training source path must be a string or null, got {path!r}")
+    if gsd is not None and (isinstance(gsd, bool) or not isinstance(gsd, (int, float)) or not gsd > 0):
+        raise ValueError(f"training source gsd must be a positive number of metres or null, got {gsd!r}")
+    if not isinstance(bands, list) or not bands or not all(isinstance(b, str) and b for b in bands):
+        raise ValueError(f"training source bands must be a non-empty list of band names, got {bands!r}")
+    return {"kind": kind, "path": path, "gsd": None if gsd is None else float(gsd), "bands": list(bands)}
+
+
+def training_source(kind: str, path: str | Path | None, gsd: float | None,
+                    bands: Sequence[str] = RGB_BANDS) -> dict[str, Any]:
+    """One entry of :attr:`ModelConfig.sources` (checked)."""
+    return check_source({"kind": kind, "path": None if path is None else str(path),
+                         "gsd": gsd, "bands": list(bands)})
+
+
+def model_sources(config: ModelConfig) -> list[dict[str, Any]]:
+    """The model's training sources; a model that records none was trained on UCMD (0.3 m, RGB)."""
+    return [dict(s, bands=list(s["bands"])) for s in (config.sources or LEGACY_SOURCES)]
+
+
+def model_gsds(config: ModelConfig) -> list[float]:
+    """The ground resolutions (metres, ascending, distinct) the model was trained at; empty if none is known."""
+    return sorted({float(s["gsd"]) for s in model_sources(config) if s["gsd"] is not None})
 
 
 def read_config(model_dir: str | Path) -> ModelConfig:

@@ -88,9 +88,13 @@ def save_model_dir(
 
 
 def content_fingerprint(onnx: bytes, config: ModelConfig) -> str:
-    """Hash of the encoder's bytes and the config (without its fingerprint field)."""
+    """Hash of the encoder's bytes and the config (without its fingerprint field, and without the paths of its
+    training sources: where the data lay does not change the codes; their resolutions and bands do)."""
     h = hashlib.sha256(onnx)
-    h.update(json.dumps(config.to_dict(fingerprint=False), sort_keys=True).encode())
+    d = config.to_dict(fingerprint=False)
+    if "sources" in d:  # absent for models saved before sources were recorded: their fingerprints are unchanged
+        d["sources"] = [{k: v for k, v in s.items() if k != "path"} for s in d["sources"]]
+    h.update(json.dumps(d, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 

@@ -56,8 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rasters.add_argument("--tile", type=int, default=256,
                          help="chip size in pixels at the target ground resolution (default 256)")
     rasters.add_argument("--gsd", type=_gsd, default="auto", metavar="auto|METRES|native",
-                         help="target ground resolution: auto (the model's, 0.3 m for UCMD; default), metres, or "
-                         "native (the raster's own pixels)")
+                         help="target ground resolution: auto (the resolution the model was trained at nearest the "
+                         "raster's own, 0.3 m for UCMD; a raster more than 2x from it is skipped with the reason; "
+                         "default), metres, or native (the raster's own pixels)")
     rasters.add_argument("--overlap", type=float, default=0.5, help="overlap of neighbouring chips, 0..<1 (default 0.5)")
     rasters.add_argument("--bands", type=_bands, metavar="R,G,B",
                          help="1-based bands read as red, green, blue (default: by colour interpretation, else 1,2,3)")
@@ -77,6 +78,17 @@ def _gsd(text: str) -> str | float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"ground resolution must be > 0 metres, got {text!r}")
     return value
+
+
+def _metres(value: float | None) -> str:
+    return "native pixels" if value is None else f"{value:.3g} m"
+
+
+def model_resolution(gsds: list[float] | None) -> str:
+    """The index's model resolutions as the CLI prints them."""
+    if gsds is None:
+        return "not recorded"
+    return ", ".join(f"{g:.3g} m" for g in gsds) if gsds else "unknown (index rasters with --gsd METRES or native)"
 
 
 def _bands(text: str) -> tuple[int, ...]:
@@ -128,13 +140,15 @@ def _add_rasters(args: argparse.Namespace) -> int:
     print(report.summary())
     for r in report.rasters:
         print(f"  {Path(r['path']).name}: {r['added']} added of {r['chips_planned']} planned"
+              + (f", tiled at {_metres(r['target_gsd'])} ({r['gsd_reason']})" if r.get("gsd_reason") else "")
               + (f", skipped {r['skipped']}" if r["skipped"] else "")
               + (f", replaced {r['replaced']['chips']} chip(s) of other tiling options" if r.get("replaced") else "")
               + (f"; PARTIAL ({r['reason']}): rerun to resume" if r.get("status") == "partial" and r.get("reason")
                  else ""))
-    print(f"{args.out}: {stats['images']} items, {stats['bits']}-bit codes, kind {stats['kind']}")
+    print(f"{args.out}: {stats['images']} items, {stats['bits']}-bit codes, kind {stats['kind']}, "
+          f"model resolution {model_resolution(stats['model_gsd'])}")
     if report.skipped:
-        print(f"unreadable rasters and reasons: {report_path}")
+        print(f"unreadable or refused rasters and reasons: {report_path}")
     return 0
 
 

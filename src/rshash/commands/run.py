@@ -41,9 +41,13 @@ def _train_if_needed(args: argparse.Namespace, data_dir: Path, model_dir: Path) 
     from ..training.hashing import HashTrainConfig
     from ..training.pipeline import TrainOptions, train
 
+    from ..data.sources import folder_source
+
+    records = load_records(data_dir)
     options = TrainOptions(seed=args.seed, finetune_config=FinetuneConfig(seed=args.seed),
-                           hash_config=HashTrainConfig(bits=args.bits, seed=args.seed))
-    metrics = train(load_records(data_dir), model_dir, options)
+                           hash_config=HashTrainConfig(bits=args.bits, seed=args.seed),
+                           sources=[folder_source(data_dir, records)])
+    metrics = train(records, model_dir, options)
     log.info("trained: %s", json.dumps(metrics.get("test_retrieval", {})))
 
 

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from .index import model_resolution
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -66,12 +68,13 @@ def run(args: argparse.Namespace) -> int:
     with Index.open(args.index, args.model) as index:
         hits = index.search(query, k, radius=args.radius, rerank=args.rerank == "on", labels=labels,
                             offset=args.offset)
+        model_gsd = index.model_gsds
     if args.json:
         described = {"id": args.id[0] if len(args.id) == 1 else args.id} if args.id else {}
         if args.query:
             described["image"] = str(args.query[0]) if len(args.query) == 1 else [str(q) for q in args.query]
-        out = {"index": str(args.index), "query": described, "k": args.k, "radius": args.radius,
-               "rerank": args.rerank == "on", "labels": args.label}
+        out = {"index": str(args.index), "model_gsd": model_gsd, "query": described, "k": args.k,
+               "radius": args.radius, "rerank": args.rerank == "on", "labels": args.label}
         print(json.dumps(out | {"results": [asdict(h) for h in hits]}, indent=1))
     else:
         print(_table(hits))
@@ -97,16 +100,18 @@ def _run_geo(args: argparse.Namespace) -> int:
         else:
             query = index.geo.examples_query(list(args.id or []) + [str(q) for q in args.query])
         hits = index.geo.search(query, k, **options)
+        model_gsd = index.model_gsds
     if args.geojson is not None:
         footprints.write_geojson(args.geojson, hits)
     if args.csv is not None:
         footprints.write_csv(args.csv, hits)
     if args.json:
-        out = {"index": str(args.index), "query": query.described, "k": args.k, "radius": args.radius,
-               "aoi": options["aoi"], "rerank": args.rerank == "on"}
+        out = {"index": str(args.index), "model_gsd": model_gsd, "query": query.described, "k": args.k,
+               "radius": args.radius, "aoi": options["aoi"], "rerank": args.rerank == "on"}
         print(json.dumps(out | {"results": [h.to_dict() for h in hits]}, indent=1))
     else:
         print(_geo_table(hits))
+        print(f"model resolution: {model_resolution(model_gsd)}")
     for path in (args.geojson, args.csv):
         if path is not None:
             print(f"wrote {len(hits)} results to {path}")

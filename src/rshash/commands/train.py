@@ -7,6 +7,7 @@ import json
 import logging
 
 from ..data.datasets import load_records, resolve_data_dir
+from ..data.sources import folder_source
 
 # torch-heavy modules are imported in run(): building the CLI parser must stay fast for `rshash search`.
 
@@ -28,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-finetune", action="store_true", help="keep the ImageNet backbone frozen")
     p.add_argument("--views", type=int, default=8, choices=range(1, 9), metavar="1..8",
                    help="dihedral views per image used for augmentation")
+    p.add_argument("--gsd", type=float, metavar="METRES",
+                   help="ground resolution of the --data images in metres per pixel, recorded in the model (indexes "
+                   "tile rasters at it with --gsd auto); default: 0.3 for UCMD, else unknown (with a warning)")
     p.add_argument("--cache-dir", help="feature cache (default $RSHASH_CACHE or ~/.cache/rshash)")
     p.set_defaults(func=run)
 
@@ -37,13 +41,15 @@ def run(args: argparse.Namespace) -> int:
     from ..training.hashing import HashTrainConfig
     from ..training.pipeline import TrainOptions, train
 
-    records = load_records(resolve_data_dir(args.data))
+    data = resolve_data_dir(args.data)
+    records = load_records(data)
     options = TrainOptions(
         backbone=args.backbone, seed=args.seed, test_fraction=args.test_fraction, views=args.views,
         finetune=not args.no_finetune, split_file=args.split, cache_dir=args.cache_dir,
         finetune_config=FinetuneConfig(epochs=args.finetune_epochs or FinetuneConfig.epochs, seed=args.seed),
         hash_config=HashTrainConfig(bits=args.bits, cell=args.cell, epochs=args.hash_epochs or HashTrainConfig.epochs,
                                     seed=args.seed),
+        sources=[folder_source(data, records, args.gsd)],
     )
     metrics = train(records, args.out, options)
     summary = {k: metrics[k] for k in ("fingerprint", "timings") if k in metrics}

@@ -35,6 +35,7 @@ from ..geo import tables
 from ..geo.digest import raster_sha256
 from ..geo.source import RasterError, RasterSource, open_raster, raster_paths
 from ..geo.tiling import MODEL_GSD_M, TilingOptions, chip_path, window_key
+from ..index.model_check import MODEL_GSDS_KEY, gsd_meta, recorded_gsds
 from ..index.store import Store
 from ..progress import progress_bar
 from .collapse import CollapsedWarnings
@@ -44,8 +45,6 @@ from .report import LIMITED, Outcome, RasterAddReport
 
 log = logging.getLogger(__name__)
 
-#: Index meta key: the ground resolution (metres) the model was trained at, which ``gsd="auto"`` tiles to.
-MODEL_GSD_KEY = "model_gsd"
 NODATA, FLAT = "nodata", "flat"
 #: The outcome of a window whose read failed (a truncated or corrupt file): counted, the raster left partial.
 READ_ERROR = "read_error"
@@ -56,15 +55,18 @@ READ_ERRORS = (RasterioError, CPLE_BaseError)
 TILING_KEYS = ("tile", "target_gsd", "overlap", "bands", "max_nodata")
 
 
-def model_gsd(store: Store, default: float | None = None) -> float:
-    """The model's ground resolution recorded in the index (recorded now, from ``default`` or UCMD's 0.3 m,
-    if the index has none yet)."""
-    meta = store.meta()
-    if MODEL_GSD_KEY in meta:
-        return float(meta[MODEL_GSD_KEY])
-    value = float(default if default is not None else MODEL_GSD_M)
-    store.set_meta(MODEL_GSD_KEY, value)
-    return value
+def model_gsds(store: Store, default: Sequence[float] | None = None) -> list[float]:
+    """The model's ground resolutions recorded in the index; for an index that records none (made before they
+    were recorded at creation), ``default`` (the model's) or UCMD's 0.3 m, recorded now."""
+    recorded = recorded_gsds(store.meta())
+    if recorded is not None:
+        if MODEL_GSDS_KEY not in store.meta():  # only the older single number: record the list too
+            store.set_meta(MODEL_GSDS_KEY, gsd_meta(recorded)[MODEL_GSDS_KEY])
+        return recorded
+    values = sorted(float(g) for g in (default if default is not None else [MODEL_GSD_M]))
+    for key, value in gsd_meta(values).items():
+        store.set_meta(key, value)
+    return values
 
 
 class ChipLoader:
@@ -239,16 +241,19 @@ def remove_rasters(store: Store, raster_ids: Sequence[int]) -> int:
 
 def add_rasters(store: Store, engine: Engine, paths: Iterable[str | Path] | str | Path, lock: threading.RLock,
                 options: TilingOptions, out_size: int, *, batch_size: int = 32, progress: bool = True,
-                max_chips: int | None = None, gsd_default: float | None = None) -> RasterAddReport:
+                max_chips: int | None = None, gsd_default: Sequence[float] | None = None) -> RasterAddReport:
     """Tile, encode and commit every raster of ``paths`` batch by batch; return what was done.
 
-    ``max_chips`` stops after that many new chips (benchmarks; the report says ``limited``).
+    ``max_chips`` stops after that many new chips (benchmarks; the report says ``limited``). ``gsd="auto"``
+    tiles each raster at the model resolution nearest its own (:func:`model_gsds`; ``gsd_default`` for an
+    index that records none yet) and skips one more than :data:`~rshash.geo.tiling.MAX_GSD_MISMATCH` away,
+    with the reason; each report entry says the resolution tiled at and why (``gsd_reason``).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     files = raster_paths(paths)
     store.run(tables.create_tables, write=True)
-    target = model_gsd(store, gsd_default)
+    target = model_gsds(store, gsd_default)
     report = RasterAddReport()
     with engine, progress_bar(total=len(files), desc="rasters", unit="raster", disable=not progress,
                               mininterval=0.2) as overall:
@@ -310,7 +315,7 @@ def _add_one(store: Store, engine: Engine, chips: RasterChips, lock: threading.R
                     error, added)
     entry = {"path": source.info.path, "raster_id": raster_id, "status": status, "reason": error,
              "chips_planned": len(source.plan), "added": added, "skipped": dict(skipped), "gsd": source.info.gsd,
-             "target_gsd": source.plan.target_gsd, "stretch": source.info.stretch, "tiling": chips.tiling}
+             "target_gsd": source.plan.target_gsd, "gsd_reason": source.gsd_reason, "stretch": source.info.stretch, "tiling": chips.tiling}
     if chips.replaced is not None:
         entry["replaced"] = chips.replaced
     report.rasters.append(entry)

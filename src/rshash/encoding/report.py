@@ -3,10 +3,13 @@ them with the items added: :class:`AddReport` (files) and :class:`RasterAddRepor
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
 from ..data.datasets import SkipReport
+
+log = logging.getLogger(__name__)
 
 #: Outcomes of items that are not encoded (sources may add their own reasons, e.g. ``nodata``).
 UNCHANGED, UNREADABLE = "unchanged", "unreadable"
@@ -67,6 +70,12 @@ class RasterAddReport(AddReport):
     limited: bool = False  # stopped at max_chips
     chip_reasons: dict[str, str] = field(default_factory=dict)  # status -> the last reason given (a read error)
 
+    def add(self, path: str, reason: str) -> None:
+        """A raster not indexed at all: unreadable, or refused (a ground resolution too far from the model's);
+        the reason says which."""
+        self.skipped.append((path, reason))
+        log.warning("skipping raster: %s", reason)
+
     def note(self, outcome: Outcome) -> None:
         if outcome.status in (UNCHANGED, UNREADABLE):
             super().note(outcome)
@@ -79,7 +88,7 @@ class RasterAddReport(AddReport):
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.chips_skipped.items())) or "none"
         partial = sum(1 for r in self.rasters if r.get("status") == "partial" and r.get("reason") != LIMITED)
         return (f"{len(self.rasters)} raster(s): {self.added} chips added, {self.unchanged} already indexed, "
-                f"chips skipped: {skipped}; {len(self.skipped)} unreadable raster(s)"
+                f"chips skipped: {skipped}; {len(self.skipped)} raster(s) skipped (unreadable or refused)"
                 + (f", {partial} partial (read errors; a rerun resumes them)" if partial else "")
                 + (" (stopped at --max-chips)" if self.limited else ""))
 

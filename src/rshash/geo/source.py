@@ -113,7 +113,8 @@ class RasterSource:
     It owns the dataset: ``close()`` (or the end of a ``with`` block) closes it."""
 
     def __init__(self, ds: Any, *, bands: Sequence[int] | None = None, gsd: str | float = "auto",
-                 model_gsd: float = MODEL_GSD_M, tile: int = 256, overlap: float = 0.5, out_size: int = 224,
+                 model_gsd: float | Sequence[float] = MODEL_GSD_M, max_mismatch: float | None = None,
+                 tile: int = 256, overlap: float = 0.5, out_size: int = 224,
                  max_nodata: float = 0.5, min_std: float = 1.0, resampling: Resampling = Resampling.bilinear,
                  stretch: dict[str, Any] | None = None, use_alpha: bool | None = None) -> None:
         self.ds = ds
@@ -123,8 +124,12 @@ class RasterSource:
         self.mask_bands = mask_bands(ds, self.bands, use_alpha)
         native = self._native_gsd(gsd)
         self.georeferenced = native is not None and has_lonlat(ds.crs)  # footprints can be computed
-        target = resolve_gsd(gsd, None if native is None else sum(native) / 2, model_gsd)
-        self.plan = self._plan(native, target, int(tile), overlap)
+        try:
+            choice = resolve_gsd(gsd, None if native is None else sum(native) / 2, model_gsd, max_mismatch)
+        except RasterError as exc:
+            raise RasterError(f"{ds.name}: {exc}") from None
+        self.gsd_reason = choice.reason  # the resolution tiled at, and why
+        self.plan = self._plan(native, choice.target, int(tile), overlap)
         self.info = RasterInfo(
             path=os.path.abspath(ds.name), sha256=raster_sha256(ds.name), crs=crs_text(ds.crs),
             transform=tuple(float(v) for v in tuple(ds.transform)[:6]), width=ds.width, height=ds.height,
@@ -153,9 +158,11 @@ class RasterSource:
         """This dataset and tiling read with other bands and a given stretch (how an index recorded it).
 
         The new source shares the dataset: close only one of them."""
-        return RasterSource(self.ds, bands=bands, gsd=self.plan.target_gsd or "native", tile=self.plan.tile,
-                            overlap=self.plan.overlap, out_size=self.out_size, max_nodata=1.0 - self.min_valid,
-                            stretch=stretch)
+        source = RasterSource(self.ds, bands=bands, gsd=self.plan.target_gsd or "native", tile=self.plan.tile,
+                              overlap=self.plan.overlap, out_size=self.out_size, max_nodata=1.0 - self.min_valid,
+                              stretch=stretch)
+        source.gsd_reason = self.gsd_reason
+        return source
 
     def _native_gsd(self, gsd: str | float) -> tuple[float, float] | None:
         """Ground pixel size (x, y) in metres; None (allowed only with gsd="native") without CRS units."""

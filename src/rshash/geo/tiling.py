@@ -1,8 +1,9 @@
 """The tiling plan: which source-pixel windows (rasterio ``Window`` s) cover a raster, and how chips are named.
 
 - **Ground resolution**: tiles are ``tile`` pixels at the target ground resolution: ``gsd="auto"`` is the
-  model's training resolution (``model_gsd``, 0.3 m for UCMD), a float is metres, ``"native"`` keeps the
-  raster's pixels. Windows are in source pixels; the reader resamples each window to ``out_size``.
+  model's training resolution nearest the raster's own (``model_gsd``: the resolutions its config records,
+  0.3 m for UCMD; with ``max_mismatch`` a raster more than that factor away is refused), a float is metres,
+  ``"native"`` keeps the raster's pixels (:func:`resolve_gsd`, which also says why). Windows are in source pixels; the reader resamples each window to ``out_size``.
 - **Tiling**: stride = window x (1 - overlap); the last row and column are shifted back inside the
   raster; along an axis shorter than one window there is one window at 0, of the full window size (it
   extends past the raster and is read boundless, the padding as nodata: never clipped and stretched).
@@ -12,13 +13,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from rasterio.windows import Window
 
-#: Ground resolution (metres) of the training data: UCMD's 1 ft orthophotos.
-MODEL_GSD_M = 0.3
+from ..model_config import UCMD_GSD_M
+
+#: Ground resolution (metres) of the training data when nothing else is known: UCMD's 1 ft orthophotos.
+MODEL_GSD_M = UCMD_GSD_M
+#: ``gsd="auto"`` in an index refuses a raster whose own resolution is more than this factor (either way)
+#: from the nearest resolution its model was trained at.
+MAX_GSD_MISMATCH = 2.0
 #: A resampling ratio beyond this (either way) gets a warning.
 EXTREME_RATIO = 8.0
 
@@ -91,14 +98,51 @@ def plan_tiles(width: int, height: int, win_width: int, win_height: int, overlap
                       _starts(height, win_height, stride_y), tile, overlap, target_gsd)
 
 
-def resolve_gsd(gsd: str | float, native: float | None, model_gsd: float = MODEL_GSD_M) -> float | None:
-    """Target ground resolution in metres: ``"auto"`` -> ``model_gsd``, ``"native"`` -> ``native``, or a float."""
+@dataclass(frozen=True)
+class GsdChoice:
+    """The ground resolution a raster is tiled at (None: its own pixels, unknown in metres) and why."""
+
+    target: float | None
+    reason: str
+
+
+def _metres(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3g} m"
+
+
+def resolve_gsd(gsd: str | float, native: float | None, model_gsd: float | Sequence[float] = MODEL_GSD_M,
+                max_mismatch: float | None = None) -> GsdChoice:
+    """Target ground resolution in metres and the reason: ``"native"`` -> ``native``, a number -> itself,
+    ``"auto"`` -> the resolution of ``model_gsd`` (one or several, metres) nearest ``native`` (by ratio).
+
+    With ``max_mismatch`` (an index passes :data:`MAX_GSD_MISMATCH`), ``"auto"`` refuses with a
+    :class:`RasterError` a raster whose resolution is more than that factor from the nearest model resolution,
+    or a model that records no resolution: chips so unlike the training scenes give codes that mean little.
+    """
     if gsd == "native":
-        return native
-    target = float(model_gsd) if gsd == "auto" else float(gsd)
-    if not target > 0:
-        raise RasterError(f"gsd must be 'auto', 'native' or a positive number of metres, got {gsd!r}")
-    return target
+        return GsdChoice(native, f"native: the raster's own pixels ({_metres(native)})")
+    if gsd != "auto":
+        target = float(gsd)
+        if not target > 0:
+            raise RasterError(f"gsd must be 'auto', 'native' or a positive number of metres, got {gsd!r}")
+        return GsdChoice(target, f"given: gsd {target:.3g} m (raster {_metres(native)})")
+    recorded = [float(model_gsd)] if isinstance(model_gsd, (int, float)) else [float(g) for g in model_gsd]
+    if not recorded:
+        raise RasterError("gsd auto: the model records no training ground resolution; pass --gsd METRES "
+                          "(gsd=METRES) or --gsd native")
+    if native is None:
+        target = recorded[0]
+        return GsdChoice(target, f"auto: the model's {target:.3g} m (raster resolution unknown)")
+    target = min(recorded, key=lambda g: abs(math.log(g / native)))
+    ratio = max(target / native, native / target)
+    if max_mismatch is not None and ratio > max_mismatch:
+        raise RasterError(
+            f"gsd auto: the raster's ground resolution {native:.3g} m is {ratio:.3g}x from the nearest resolution "
+            f"the model was trained at ({target:.3g} m; model: {', '.join(f'{g:.3g} m' for g in recorded)}), more "
+            f"than {max_mismatch:g}x: refused; pass --gsd METRES (gsd=METRES) to resample it, or --gsd native "
+            "to tile its own pixels")
+    which = "the model's" if len(recorded) == 1 else "the nearest of the model's"
+    return GsdChoice(target, f"auto: {which} {target:.3g} m (raster {native:.3g} m, {ratio:.3g}x)")
 
 
 # --------------------------------------------------------------------------- options and chip names
@@ -114,9 +158,12 @@ class TilingOptions:
     bands: Sequence[int] | None = None
     max_nodata: float = 0.5
 
-    def source_options(self, model_gsd: float, out_size: int) -> dict[str, Any]:
+    def source_options(self, model_gsd: Sequence[float], out_size: int) -> dict[str, Any]:
+        """Options of :func:`~rshash.geo.source.open_raster` in an index: ``gsd="auto"`` picks among the
+        model's resolutions and refuses a mismatch above :data:`MAX_GSD_MISMATCH`."""
         return {"tile": int(self.tile), "gsd": self.gsd, "overlap": float(self.overlap), "bands": self.bands,
-                "max_nodata": float(self.max_nodata), "model_gsd": float(model_gsd), "out_size": int(out_size)}
+                "max_nodata": float(self.max_nodata), "model_gsd": [float(g) for g in model_gsd],
+                "max_mismatch": MAX_GSD_MISMATCH, "out_size": int(out_size)}
 
 
 def chip_path(raster_path: str, window: Sequence[int]) -> str:

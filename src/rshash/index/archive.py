@@ -34,6 +34,7 @@ from .backends import backend_meta, check_backend_kind, open_backend
 from .backends.faiss import check_kind
 from .live import LiveCodes
 from .model_check import ModelMismatchError, ModelSource, check_model, model_identity  # noqa: F401 (re-exported)
+from .model_check import gsd_meta, model_resolutions, recorded_gsds
 from .query import Queries, Query
 from .search import Hit, QueryVectors, Searcher, SearchParams
 from .store import DB_NAME, FORMAT_VERSION, ImageMeta, Store
@@ -100,6 +101,7 @@ class Index:
             "kind": kind,
             "model_dir": str(model_dir),
             "created_at": now(),
+            **gsd_meta(model_resolutions(model)),
             **backend_rows,
         }
         Store.create(path / DB_NAME, meta).close()
@@ -245,7 +247,9 @@ class Index:
     ) -> "RasterAddReport":
         """Tile georeferenced rasters (files or folders) into chips and add them: each chip is an item with its
         footprint, window and raster recorded (see :mod:`rshash.encoding.chips`); ``gsd="auto"`` tiles at the
-        model's ground resolution (index meta ``model_gsd``, 0.3 m by default). Batches are committed on their
+        ground resolution the model was trained at nearest the raster's own (index meta ``model_gsds``, see
+        :attr:`model_gsds`) and skips a raster more than 2x from it (``report.skipped``, with the reason: give
+        ``gsd`` in metres or ``"native"`` to index it); each report entry's ``gsd_reason`` says why. Batches are committed on their
         own, so an interrupted run resumes without duplicates. ``max_chips``: stop after that many new chips.
         No raster stops the run: one that cannot be read is skipped with its reason (``report.skipped``), one
         with read errors part-way keeps its chips and is marked ``partial`` (resumed by the next run); a raster
@@ -256,7 +260,8 @@ class Index:
 
         options = TilingOptions(tile, gsd, overlap, None if bands is None else tuple(bands), max_nodata)
         report = add_rasters(self._store, self._engine(engine, address, workers), paths, self._lock, options,
-                             self._input_size(), batch_size=batch_size, progress=progress, max_chips=max_chips)
+                             self._input_size(), batch_size=batch_size, progress=progress, max_chips=max_chips,
+                             gsd_default=model_resolutions(self.model_dir))
         if "geo" in self.__dict__:  # rasters replaced or removed: reopen what is read next
             self.geo.readers.close()
         self._live.update_now()
@@ -403,6 +408,12 @@ class Index:
         """Metadata of one image (``None`` if no such id)."""
         return self._store.get([int(id)]).get(int(id))
 
+    @property
+    def model_gsds(self) -> list[float] | None:
+        """The ground resolutions (metres) the index's model was trained at, as the index records them (None
+        for an index made before they were recorded that has no raster yet)."""
+        return recorded_gsds(self._store.meta())
+
     def stats(self) -> dict:
         """Size, model, kind and storage footprint (JSON-serialisable)."""
         db_bytes = sum(f.stat().st_size for f in self.path.glob(f"{DB_NAME}*"))
@@ -420,6 +431,7 @@ class Index:
             "format_version": FORMAT_VERSION,
             "generation": int(meta["generation"]),
             "created_at": meta.get("created_at"),
+            "model_gsd": self.model_gsds,
             "labels": {k if k is not None else "(unlabelled)": v for k, v in self._store.label_counts().items()},
             "db_bytes": db_bytes,
             "cache_bytes": cache_bytes,

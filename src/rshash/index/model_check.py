@@ -1,11 +1,13 @@
-"""Which model made an index's codes: identify a model without loading it, and refuse one that differs."""
+"""Which model made an index's codes: identify a model without loading it, and refuse one that differs;
+the ground resolutions it was trained at, as the index records them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
-from ..model_config import read_config
+from ..model_config import model_gsds, read_config
 
 if TYPE_CHECKING:  # the encoder imports onnxruntime; checking a model directory never needs it
     from ..encoder import Encoder
@@ -24,6 +26,33 @@ def model_identity(model: ModelSource) -> tuple[str, int, int, Path]:
         assert config.fingerprint is not None  # read_config checks it
         return config.fingerprint, config.bits, config.descriptor_dims, Path(model).absolute()
     return model.fingerprint, model.bits, model.descriptor_dims, model.model_dir.absolute()
+
+
+#: Index meta keys: the ground resolutions (metres) the model was trained at, among which ``gsd="auto"`` picks
+#: the nearest: ``model_gsds`` a JSON list (ascending), ``model_gsd`` the first of them as a number (what
+#: indexes before several were recorded have; absent when the model records none).
+MODEL_GSD_KEY = "model_gsd"
+MODEL_GSDS_KEY = "model_gsds"
+
+
+def model_resolutions(model: ModelSource) -> list[float]:
+    """The ground resolutions (metres) an Encoder or model directory was trained at (UCMD's 0.3 m for a model
+    that records no sources; empty when its sources' resolutions are unknown)."""
+    return model_gsds(read_config(model) if isinstance(model, (str, Path)) else model.config)
+
+
+def gsd_meta(gsds: Sequence[float]) -> dict[str, str]:
+    """The index meta rows that record a model's ground resolutions."""
+    values = sorted(float(g) for g in gsds)
+    return {MODEL_GSDS_KEY: json.dumps(values), **({MODEL_GSD_KEY: str(values[0])} if values else {})}
+
+
+def recorded_gsds(meta: dict[str, str]) -> list[float] | None:
+    """The model resolutions an index's meta records; None when it records none (an index made before
+    they were recorded at creation, with no raster yet)."""
+    if MODEL_GSDS_KEY in meta:
+        return [float(g) for g in json.loads(meta[MODEL_GSDS_KEY])]
+    return [float(meta[MODEL_GSD_KEY])] if MODEL_GSD_KEY in meta else None
 
 
 def check_model(model: ModelSource, index_path: Path, bits: int, fingerprint: str, recorded: Path) -> Path:

@@ -43,6 +43,9 @@ class TrainOptions:
     cache_dir: str | None = None
     finetune_config: FinetuneConfig = field(default_factory=FinetuneConfig)
     hash_config: HashTrainConfig = field(default_factory=HashTrainConfig)
+    #: Training sources recorded in the model (``ModelConfig.sources``: kind, path, ground resolution, bands);
+    #: empty: the model records none (read as UCMD at 0.3 m).
+    sources: list[dict] = field(default_factory=list)
 
 
 def assign_splits(records: Sequence[ImageRecord], options: TrainOptions) -> dict[str, str]:
@@ -201,7 +204,8 @@ def train(records: Sequence[ImageRecord], out_dir: str | Path, options: TrainOpt
     timings = s.timings | {"hashing_s": time.perf_counter() - t}
 
     config = ModelConfig(bits=hc.bits, backbone=options.backbone, cell=hc.cell, width=hc.width,
-                         dropout=hc.dropout, descriptor_dims=options.descriptor_dims, class_names=data.class_names)
+                         dropout=hc.dropout, descriptor_dims=options.descriptor_dims, class_names=data.class_names,
+                         sources=[dict(s) for s in options.sources])
     model = HashingModel(config, backbone=s.backbone)
     model.head.load_state_dict(head.state_dict())
     s.fit_descriptor(model.descriptor)
