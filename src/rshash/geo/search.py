@@ -141,13 +141,6 @@ def _in_box(lon: float, lat: float, box: Box) -> bool:
     return inside_lon and south <= lat <= north
 
 
-def _count_in_bbox(conn: sqlite3.Connection, box: Box, limit: int) -> int:
-    """How many R*Tree boxes intersect a lon/lat box (not across the antimeridian), counting up to ``limit``."""
-    return int(conn.execute(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM chips_rtree WHERE lon_max >= ? AND lon_min <= ? AND lat_max >= ? "
-        "AND lat_min <= ? LIMIT ?)", (box[0], box[2], box[1], box[3], limit)).fetchone()[0])
-
-
 def _has_chips(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chips'").fetchone() is not None
 
@@ -366,7 +359,8 @@ class GeoSearch:
                 and box[3] >= extent[3]:
             return None
         halves = [box] if box[0] <= box[2] else [(box[0], box[1], 180.0, box[3]), (-180.0, box[1], box[2], box[3])]
-        count = sum(self._read(lambda conn, b=b: _count_in_bbox(conn, b, MAX_AOI_CHIPS + 1), 0) for b in halves)
+        count = sum(self._read(lambda conn, b=b: tables.count_in_bbox(conn, *b, limit=MAX_AOI_CHIPS + 1), 0)
+                    for b in halves)
         if count > MAX_AOI_CHIPS:
             raise AreaTooLarge(f"the area of interest holds more than {MAX_AOI_CHIPS:,} chips: draw a smaller one "
                                "(or none: an area covering every chip is no filter)")

@@ -226,6 +226,15 @@ def ids_in_bbox(conn: sqlite3.Connection, lon_min: float, lat_min: float, lon_ma
     return [int(r[0]) for r in cur]
 
 
+def count_in_bbox(conn: sqlite3.Connection, lon_min: float, lat_min: float, lon_max: float, lat_max: float,
+                  limit: int) -> int:
+    """How many R*Tree boxes intersect a lon/lat box (not across the antimeridian), counting up to ``limit``: a
+    bound on the chips an area of interest holds, without reading them."""
+    return int(conn.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM chips_rtree WHERE lon_max >= ? AND lon_min <= ? AND lat_max >= ? "
+        "AND lat_min <= ? LIMIT ?)", (lon_min, lon_max, lat_min, lat_max, limit)).fetchone()[0])
+
+
 def chip_at(conn: sqlite3.Connection, lon: float, lat: float, raster_id: int | None = None) -> int | None:
     """Id of the chip whose footprint contains the point and whose centroid is nearest to it (chips overlap);
     None when no chip covers it. ``raster_id`` limits the answer to one raster."""

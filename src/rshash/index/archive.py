@@ -69,7 +69,7 @@ class Index:
         self._encoder: Encoder | None = None
         self.descriptor_dims = int(meta["descriptor_dims"])
         self.backend = meta.get("backend", "faiss")  # where the Hamming shortlist comes from (see .backends)
-        self._live = LiveCodes(store, path, self._kind, self.bits, self.descriptor_dims, open_backend(path, meta))
+        self._live = LiveCodes(store, self._kind, self.bits, self.descriptor_dims, open_backend(path, meta))
         self._lock = threading.RLock()  # writes in this process (add, remove, set_kind)
         self.queries = Queries(store, self.bits, lambda: self.encoder, f"the index {path}")
         self._searcher = Searcher(store, self._live, self.bits)

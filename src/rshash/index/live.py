@@ -31,7 +31,6 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from .backends.base import CodeBackend, CodeBackends
@@ -53,11 +52,10 @@ class Structures(NamedTuple):
 class LiveCodes:
     """The code index and vector table of one index directory, caught up with its SQLite store."""
 
-    def __init__(self, store: Store, path: Path, kind: str, bits: int, descriptor_dims: int,
+    def __init__(self, store: Store, kind: str, bits: int, descriptor_dims: int,
                  backends: CodeBackends):
         self._store = store
         self._backends = backends  # builds, reloads and persists the code index
-        self._path = path
         self._kind = kind
         self._bits = bits
         self._dims = descriptor_dims
