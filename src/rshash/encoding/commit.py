@@ -97,7 +97,7 @@ def ingest(store: Store, source: ItemSource, engine: Engine, lock: threading.RLo
            batch_size: int = 32, progress: bool = True, budget: int | None = None) -> int:
     """Plan, load, encode and commit ``source`` batch by batch; return the number of items added.
 
-    ``budget``: stop after that many new items (``report.limited`` is set where the report has it).
+    ``budget``: stop after that many new items (``report.limited`` is set).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -112,7 +112,7 @@ def ingest(store: Store, source: ItemSource, engine: Engine, lock: threading.RLo
                 limited = budget is not None and report.added - added_before + len(batch.items) > budget
                 if limited:
                     batch = batch.head(budget - (report.added - added_before))
-                    report.limited = True  # type: ignore[attr-defined]
+                    report.limited = True
                 with lock:
                     commit_batch(store, batch, report, source.hook)
                 bar.update(batch.size)

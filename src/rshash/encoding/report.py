@@ -33,6 +33,7 @@ class AddReport(SkipReport):
     added: int = 0
     unchanged: int = 0  # already indexed with the same content checksum: nothing done
     updated: int = 0  # indexed path whose content changed: re-encoded under a new id
+    limited: bool = False  # stopped at a budget of new items (--max-chips)
 
     def note(self, outcome: Outcome) -> None:
         """Count an item that was not encoded."""
@@ -67,7 +68,6 @@ class RasterAddReport(AddReport):
 
     chips_skipped: Counter = field(default_factory=Counter)
     rasters: list[dict] = field(default_factory=list)
-    limited: bool = False  # stopped at max_chips
     chip_reasons: dict[str, str] = field(default_factory=dict)  # status -> the last reason given (a read error)
 
     def add(self, path: str, reason: str) -> None:

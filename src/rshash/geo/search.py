@@ -153,6 +153,7 @@ class GeoSearch:
         self.searcher = searcher
         self._store = store
         self.readers = RasterReaders(store)
+        self._extent: tuple[int, Box | None] | None = None  # (generation, chip extent), see _chip_extent
 
     def close(self) -> None:
         self.readers.close()
@@ -369,12 +370,12 @@ class GeoSearch:
     def _chip_extent(self) -> Box | None:
         """The lon/lat bounds of every chip (None: no chips), read again only after the index changed."""
         generation = self._store.generation()
-        cached = self.__dict__.get("_extent")
+        cached = self._extent
         if cached is None or cached[0] != generation:
             row = self._read(lambda conn: conn.execute(
                 "SELECT MIN(lon_min), MIN(lat_min), MAX(lon_max), MAX(lat_max) FROM chips_rtree").fetchone())
             extent = None if row is None or row[0] is None else tuple(float(v) for v in row)
-            cached = self.__dict__["_extent"] = (generation, extent)
+            cached = self._extent = (generation, extent)
         return cached[1]
 
     def _places(self, hits: list, own: list, max_overlap: float | None) -> list[GeoHit]:
