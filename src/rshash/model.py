@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import StageBackbone, create_backbone
-from .hashing.head import HashHead
+from .hashing.head import WHITEN, HashHead, WhiteningHashHead
 from .model_config import ModelConfig
 
 __all__ = ["DescriptorHead", "HashingModel", "ModelConfig", "PixelEncoder", "level_dims", "pool_map"]
@@ -69,14 +69,22 @@ class HashingModel(nn.Module):
         self.config = config
         self.backbone = backbone or create_backbone(config.backbone, pretrained, config.taps, config.cut)
         dims = level_dims(self.backbone)
-        self.head = HashHead(dims, config.bits, config.width, config.cell, config.dropout)
-        self.descriptor = DescriptorHead(dims[-1] // 2, config.descriptor_dims)
+        self.head: HashHead | WhiteningHashHead
+        if config.cell == WHITEN:  # a self-supervised archive model: the head makes the descriptor too
+            self.head = WhiteningHashHead(dims, config.bits, config.descriptor_dims)
+            self.descriptor = None
+        else:
+            self.head = HashHead(dims, config.bits, config.width, config.cell, config.dropout)
+            self.descriptor = DescriptorHead(dims[-1] // 2, config.descriptor_dims)
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [pool_map(m) for m in self.backbone(x)]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         levels = self.levels(x)
+        if self.descriptor is None:
+            embedded = self.head.embed(levels)
+            return torch.sigmoid(embedded @ self.head.rotation), F.normalize(embedded, dim=1)
         last = levels[-1]
         return torch.sigmoid(self.head(levels)), self.descriptor(last[:, : last.shape[1] // 2])
 

@@ -15,10 +15,14 @@ log = logging.getLogger("rshash.train")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a hashing model (three phases) and write MODEL_DIR")
+    p = sub.add_parser("train", help="train a hashing model on labelled images or unlabelled rasters; write MODEL_DIR")
     p.add_argument("--data", help="folder of class sub-folders or CSV manifest (default: $RSHASH_DATA, ../shared UCMD)")
+    p.add_argument("--rasters", nargs="+", metavar="FILE_OR_FOLDER",
+                   help="train self-supervised on unlabelled georeferenced rasters instead: the same footprint in "
+                   "another acquisition and augmented views are the positives (no labels needed)")
     p.add_argument("--out", required=True, help="model directory to write (atomically)")
-    p.add_argument("--bits", type=int, default=32, help="code length K (multiple of 8)")
+    p.add_argument("--bits", type=int, default=None, help="code length K (multiple of 8); default 32, with --rasters "
+                   "128")
     p.add_argument("--cell", choices=("lstm", "gru", "none"), default="lstm", help="recurrent cell over the level sequence")
     p.add_argument("--backbone", default="efficientnet-lite0")
     p.add_argument("--seed", type=int, default=0)
@@ -33,10 +37,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="ground resolution of the --data images in metres per pixel, recorded in the model (indexes "
                    "tile rasters at it with --gsd auto); default: 0.3 for UCMD, else unknown (with a warning)")
     p.add_argument("--cache-dir", help="feature cache (default $RSHASH_CACHE or ~/.cache/rshash)")
+    g = p.add_argument_group("self-supervised (--rasters)")
+    g.add_argument("--max-chips", type=int, default=None, metavar="N",
+                   help="grid chips read per raster at most (a sparser grid beyond; default 3000)")
+    g.add_argument("--aug-weight", type=float, default=None,
+                   help="weight of augmented views next to time pairs (default 0.1)")
+    g.add_argument("--refine-epochs", type=int, default=None,
+                   help="epochs of loss refinement of the closed-form head (default 0)")
     p.set_defaults(func=run)
 
 
+def run_rasters(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..training.selfsup import SelfSupConfig, train_selfsup
+
+    config = SelfSupConfig(backbone=args.backbone, seed=args.seed)
+    for field, value in (("bits", args.bits), ("max_chips_per_raster", args.max_chips),
+                         ("aug_weight", args.aug_weight), ("refine_epochs", args.refine_epochs)):
+        if value is not None:
+            config = replace(config, **{field: value})
+    if args.views != 8:
+        config = replace(config, views=args.views)
+    if config.bits > config.dims:
+        config = replace(config, dims=config.bits, pca_dims=max(config.pca_dims, 2 * config.bits))
+    metrics = train_selfsup(args.rasters, args.out, config, cache_dir=args.cache_dir)
+    print(json.dumps({k: metrics[k] for k in ("fingerprint", "chips", "chips_per_raster", "time_pairs",
+                                               "skipped_rasters", "timings")}, indent=1))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.rasters:
+        if args.data:
+            raise SystemExit("rshash train: give --data (labelled images) or --rasters (unlabelled), not both yet")
+        return run_rasters(args)
     from ..training.finetune import FinetuneConfig
     from ..training.hashing import HashTrainConfig
     from ..training.pipeline import TrainOptions, train
@@ -47,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone, seed=args.seed, test_fraction=args.test_fraction, views=args.views,
         finetune=not args.no_finetune, split_file=args.split, cache_dir=args.cache_dir,
         finetune_config=FinetuneConfig(epochs=args.finetune_epochs or FinetuneConfig.epochs, seed=args.seed),
-        hash_config=HashTrainConfig(bits=args.bits, cell=args.cell, epochs=args.hash_epochs or HashTrainConfig.epochs,
+        hash_config=HashTrainConfig(bits=args.bits or 32, cell=args.cell, epochs=args.hash_epochs or HashTrainConfig.epochs,
                                     seed=args.seed),
         sources=[folder_source(data, records, args.gsd)],
     )

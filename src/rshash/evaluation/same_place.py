@@ -15,100 +15,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from rasterio.windows import Window
 
-from ..geo.footprints import overlap, to_polygon
-from ..geo.source import open_raster
-
-CHIP = 64
-MATCH_IOU = 0.5
-FOLDS = 4
-
-
-@dataclass
-class PlaceChips:
-    """Every grid chip of every date of one place: pixels, footprints, dates, footprint groups and blocks."""
-
-    pixels: np.ndarray  # uint8 (N, size, size, 3)
-    date: np.ndarray  # int (N,): index into ``rasters``
-    group: np.ndarray  # int (N,): chips with the same group are the same footprint (IoU >= MATCH_IOU)
-    centre: np.ndarray  # float (N, 2): lon, lat of the chip centre
-    windows: list[tuple[int, int, int, int]]
-    rasters: list[str]
-    block: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # int (N,): fold block
-
-    def __len__(self) -> int:
-        return len(self.date)
-
-
-def grid_windows(width: int, height: int, chip: int = CHIP) -> list[Window]:
-    """Whole ``chip`` x ``chip`` cells of a grid anchored at the raster's origin."""
-    return [Window(c * chip, r * chip, chip, chip) for r in range(height // chip) for c in range(width // chip)]
-
-
-def read_place(rasters: Sequence[str | Path], out_size: int, chip: int = CHIP, layout: str = "quadrants",
-               bands: Sequence[int] | None = None) -> PlaceChips:
-    """Read the grid chips of every acquisition (same bands and stretch as indexing reads them) and group them by
-    footprint."""
-    pixels, dates, centres, footprints, windows = [], [], [], [], []
-    for d, path in enumerate(rasters):
-        with open_raster(path, gsd="native", out_size=out_size, max_nodata=1.0,
-                         bands=None if bands is None else tuple(bands)) as source:
-            for window in grid_windows(source.ds.width, source.ds.height, chip):
-                c = source.read_chip(window)
-                if c.meta.valid_fraction < 0.5 or c.meta.footprint is None:
-                    continue  # mostly nodata, or not georeferenced: no place to match
-                pixels.append(c.pixels)
-                dates.append(d)
-                centres.append(c.meta.centroid)
-                footprints.append(to_polygon(c.meta.footprint))
-                windows.append(tuple(int(v) for v in c.meta.window))
-    group = _footprint_groups(footprints, np.asarray(dates))
-    centre = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
-    place = PlaceChips(np.stack(pixels) if pixels else np.zeros((0, out_size, out_size, 3), np.uint8),
-                       np.asarray(dates), group, centre, windows, [str(p) for p in rasters])
-    place.block = blocks(centre, layout)
-    return place
-
-
-def _footprint_groups(polys: list, dates: np.ndarray) -> np.ndarray:
-    """Union-find over chips of different dates whose footprints overlap with IoU >= MATCH_IOU."""
-    parent = list(range(len(polys)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    import shapely
-
-    tree = shapely.STRtree(polys)
-    for i, p in enumerate(polys):
-        for j in tree.query(p):
-            j = int(j)
-            if j > i and dates[j] != dates[i] and overlap(p, polys[j], "iou") >= MATCH_IOU:
-                parent[find(j)] = find(i)
-    roots = np.asarray([find(i) for i in range(len(polys))])
-    return np.unique(roots, return_inverse=True)[1]
-
-
-def blocks(centre: np.ndarray, layout: str) -> np.ndarray:
-    """Fold block of each chip centre: 2 x 2 quadrants or 4 vertical strips of the common extent."""
-    if len(centre) == 0:
-        return np.zeros(0, dtype=int)
-    lo, hi = centre.min(axis=0), centre.max(axis=0)
-    rel = (centre - lo) / np.maximum(hi - lo, 1e-12)
-    if layout == "quadrants":
-        return (np.minimum(rel[:, 0] * 2, 1.999).astype(int) + 2 * np.minimum((1 - rel[:, 1]) * 2, 1.999).astype(int))
-    if layout == "strips":
-        return np.minimum(rel[:, 0] * FOLDS, FOLDS - 0.001).astype(int)
-    raise ValueError(f"layout is 'quadrants' or 'strips', got {layout!r}")
+# chips, footprint groups and blocks live in the geo layer, where self-supervised training reads them too
+from ..geo.place import CHIP, FOLDS, MATCH_IOU, PlaceChips, blocks, grid_windows, read_place  # noqa: F401
 
 
 @dataclass(frozen=True)

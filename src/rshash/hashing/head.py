@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 CELLS = ("lstm", "gru", "none")
+#: The cell name of :class:`WhiteningHashHead` in a model's config (self-supervised archive models).
+WHITEN = "whiten"
 
 
 class LevelProjection(nn.Module):
@@ -67,6 +69,43 @@ class HashHead(nn.Module):
         seq = self.project(levels)
         h = self.rnn(seq) if self.cell == "none" else self._recur(seq)
         return self.hash(h)
+
+
+class WhiteningHashHead(nn.Module):
+    """Level vectors -> whitened descriptor -> hash logits, all linear (:mod:`rshash.hashing.whitening`).
+
+    Each level's average-pooled half is L2-normalised and the levels are concatenated; ``embed`` is
+    ``(x - mean) @ projection`` (the re-rank descriptor, before normalisation) and the logits are
+    ``embed @ rotation``. The matrices are fitted in closed form (:meth:`load_fit`) and are parameters, so the
+    loss terms can refine them.
+    """
+
+    def __init__(self, level_dims: Sequence[int], bits: int, dims: int):
+        super().__init__()
+        if bits <= 0 or bits % 8 or bits > dims:
+            raise ValueError(f"bits must be a positive multiple of 8 and <= dims ({dims}), got {bits}")
+        self.bits, self.cell, self.level_dims = bits, WHITEN, list(level_dims)
+        width = sum(d // 2 for d in level_dims)
+        self.mean = nn.Parameter(torch.zeros(width), requires_grad=False)
+        self.projection = nn.Parameter(torch.eye(width, dims))
+        self.rotation = nn.Parameter(torch.eye(dims, bits))
+
+    def load_fit(self, fit) -> "WhiteningHashHead":
+        """Take the matrices of a :class:`rshash.hashing.whitening.WhiteningFit`."""
+        with torch.no_grad():
+            for name in ("mean", "projection", "rotation"):
+                value = torch.from_numpy(getattr(fit, name)).float()
+                if value.shape != getattr(self, name).shape:
+                    raise ValueError(f"{name}: fitted shape {tuple(value.shape)} != head {tuple(getattr(self, name).shape)}")
+                getattr(self, name).copy_(value)
+        return self
+
+    def embed(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat([nn.functional.normalize(v[:, : v.shape[1] // 2], dim=1) for v in levels], dim=1)
+        return (x - self.mean) @ self.projection
+
+    def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.embed(levels) @ self.rotation
 
 
 def codes_from_outputs(outputs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,191 @@
+"""Self-supervised training on unlabelled rasters: the archive's time and geography are the labels.
+
+``rshash train --rasters FILE_OR_FOLDER...``:
+
+1. **Chips**: the grid chips of every raster (64 px at native resolution, :func:`rshash.geo.place.read_place`), read
+   by the indexing reader with the same bands and stretch; rasters that cannot be read are skipped with a warning.
+2. **Positives**: the same footprint in another acquisition (chips of two rasters whose footprints have IoU >= 0.5)
+   and augmented views of a chip (crop/scale, colour, rotation/flip, :mod:`rshash.data.augment`). Same-date
+   neighbours are never positives: they are the hard distractors of finding the same place. Everything else
+   (other footprints) is negative.
+3. **Features**: the frozen ImageNet backbone's pooled levels of every view (ONNX Runtime), cached on disk under a
+   key of the chips' pixels, so an interrupted run restarts from the cached features.
+4. **Head**: a learned whitening from the positive pairs and ITQ (:mod:`rshash.hashing.whitening`), optionally
+   refined by the paper's lossless triplet loss on time/augmentation triplets with the quantization, balance and
+   teacher-similarity terms (:func:`refine_head`).
+5. **Model**: written atomically as a model directory whose config records each raster's ground resolution and
+   band meaning (``--gsd auto`` then tiles at it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..backbone import StageBackbone, create_backbone
+from ..data.augment import chip_views
+from ..features import PretrainedOutputs, default_cache_dir
+from ..geo.place import PlaceChips, cross_date_pairs, read_place
+from ..geo.source import raster_paths
+from ..hashing.head import WHITEN
+from ..hashing.whitening import WhiteningFit, fit_pair_whitening, level_features
+from ..io_utils import atomic_directory
+from ..model import HashingModel, level_dims
+from ..model_config import ModelConfig, training_source
+from ..model_dir import save_model_dir
+from ..onnx_export import export_onnx, open_session, run_session_all
+from ..progress import progress_bar
+
+log = logging.getLogger(__name__)
+FEATURES_VERSION = 1
+
+
+@dataclass
+class SelfSupConfig:
+    """The self-supervised recipe (defaults chosen on the same-place folds: benchmarks/archive_learning.py)."""
+
+    bits: int = 128
+    dims: int = 128  # whitened descriptor dimensions (>= bits)
+    pca_dims: int = 256  # PCA before whitening
+    aug_weight: float = 0.1  # weight of augmentation pairs next to time pairs in the nuisance covariance
+    eps: float = 1e-2  # eigenvalue floor of the whitening, relative to the largest
+    views: int = 8  # the chip and views - 1 augmented views
+    chip: int = 64  # grid chip side in native pixels
+    max_chips_per_raster: int = 3000
+    use_time_pairs: bool = True  # ablation: False learns from augmented views only
+    refine_epochs: int = 0  # loss refinement of the closed-form head (0: closed form only)
+    seed: int = 0
+    backbone: str = "efficientnet-lite0"
+
+
+@dataclass
+class ArchiveFeatures:
+    """Chips of an archive and the frozen backbone's pooled levels of their views."""
+
+    place: PlaceChips
+    pooled: np.ndarray  # float32 (N, views, sum(tap_dims))
+    tap_dims: list[int]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def levels(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """``(n, views, D)`` concatenated per-level normalised features (the head's input)."""
+        return level_features(self.pooled[idx], self.tap_dims)
+
+
+def _features_key(pixels: np.ndarray, backbone: StageBackbone, views: int, seed: int) -> str:
+    h = hashlib.sha256(json.dumps([FEATURES_VERSION, backbone.name, list(backbone.taps), views, seed]).encode())
+    h.update(np.ascontiguousarray(pixels).data)
+    return h.hexdigest()[:20]
+
+
+def view_features(pixels: np.ndarray, backbone: StageBackbone, views: int, seed: int = 0,
+                  cache_dir: str | Path | None = None, batch_chips: int = 8) -> np.ndarray:
+    """Pooled pretrained levels ``(N, views, D)`` of every chip and ``views - 1`` augmented views of it (cached)."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = cache / f"selfsup-{_features_key(pixels, backbone, views, seed)}"
+    if (target / "pooled.npy").is_file():
+        log.info("archive features from cache: %s", target)
+        return np.load(target / "pooled.npy")
+    size = backbone.input_size
+    session = open_session(export_onnx(PretrainedOutputs(backbone), torch.zeros(1, size, size, 3, dtype=torch.uint8),
+                                       outputs=("cut", "pooled")))
+    rng = np.random.default_rng(seed)
+    out = []
+    with progress_bar(total=len(pixels) * views, desc="archive features", unit="view") as bar:
+        for start in range(0, len(pixels), batch_chips):
+            chunk = pixels[start:start + batch_chips]
+            stack = np.concatenate([chip_views(c, views, rng) for c in chunk])
+            _, pooled = run_session_all(session, stack)
+            out.append(pooled.reshape(len(chunk), views, -1).astype(np.float32))
+            bar.update(len(chunk) * views)
+    pooled = np.concatenate(out) if out else np.zeros((0, views, 0), np.float32)
+    with atomic_directory(target) as tmp:
+        np.save(tmp / "pooled.npy", pooled)
+    return pooled
+
+
+def archive_features(rasters: Sequence[str | Path], config: SelfSupConfig, cache_dir: str | Path | None = None,
+                     backbone: StageBackbone | None = None, layout: str = "quadrants") -> ArchiveFeatures:
+    """Read the archive's chips (skipping unreadable rasters) and their view features."""
+    backbone = backbone or create_backbone(config.backbone)
+    skipped: list[tuple[str, str]] = []
+    place = read_place(rasters, backbone.input_size, chip=config.chip, layout=layout,
+                       max_chips_per_raster=config.max_chips_per_raster, progress=True, skipped=skipped)
+    if len(place) == 0:
+        raise ValueError("no georeferenced chips with valid pixels in the given rasters" +
+                         (f" ({len(skipped)} unreadable)" if skipped else ""))
+    pooled = view_features(place.pixels, backbone, config.views, config.seed, cache_dir)
+    return ArchiveFeatures(place, pooled, level_dims(backbone), skipped)
+
+
+def fit_head(features: ArchiveFeatures, config: SelfSupConfig, members: np.ndarray | None = None) -> WhiteningFit:
+    """The closed-form head from the chips ``members`` (default: all): their time pairs and augmented views."""
+    members = np.arange(len(features.place)) if members is None else np.asarray(members)
+    pairs = cross_date_pairs(features.place, members) if config.use_time_pairs else np.zeros((0, 2), dtype=int)
+    local = np.full(len(features.place), -1)
+    local[members] = np.arange(len(members))
+    if not len(pairs) and config.use_time_pairs:
+        log.warning("no footprint seen at two dates: the codes learn from augmented views only (give the archive's "
+                    "acquisitions of one place to learn what changes over time)")
+    fit = fit_pair_whitening(features.levels(members), local[pairs], config.bits, config.dims, config.pca_dims,
+                             config.aug_weight, config.eps, seed=config.seed)
+    if config.refine_epochs:
+        from .selfsup_refine import refine_head
+
+        fit = refine_head(fit, features.levels(members), local[pairs], config)
+    return fit
+
+
+def build_model(fit: WhiteningFit, config: SelfSupConfig, sources: list[dict[str, Any]],
+                backbone: StageBackbone | None = None) -> HashingModel:
+    """A :class:`HashingModel` (frozen pretrained backbone, whitening head) carrying ``fit``."""
+    model_config = ModelConfig(bits=config.bits, backbone=config.backbone, cell=WHITEN,
+                               descriptor_dims=int(fit.projection.shape[1]),
+                               dropout=0.0, sources=sources)
+    model = HashingModel(model_config, pretrained=True, backbone=backbone)
+    model.head.load_fit(fit)
+    return model.eval()
+
+
+def raster_sources(place: PlaceChips) -> list[dict[str, Any]]:
+    """One training source per raster that gave chips: its path, ground resolution and band meaning."""
+    used = set(np.unique(place.date).tolist())
+    return [training_source("rasters", path, gsd, bands or ("red", "green", "blue"))
+            for d, (path, gsd, bands) in enumerate(zip(place.rasters, place.gsd, place.bands)) if d in used]
+
+
+def train_selfsup(rasters: Sequence[str | Path], out_dir: str | Path, config: SelfSupConfig | None = None,
+                  cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train on the rasters (files or folders) and write the model directory atomically; return the metrics."""
+    config = config or SelfSupConfig()
+    started = time.perf_counter()
+    paths = raster_paths(rasters)
+    if not paths:
+        raise ValueError(f"no raster files in {', '.join(map(str, rasters))}")
+    backbone = create_backbone(config.backbone)
+    features = archive_features(paths, config, cache_dir, backbone)
+    read_s = time.perf_counter() - started
+    fit = fit_head(features, config)
+    model = build_model(fit, config, raster_sources(features.place), backbone)
+    place = features.place
+    metrics = {
+        "kind": "self-supervised", "config": asdict(config), "rasters": [str(p) for p in paths],
+        "skipped_rasters": features.skipped, "chips": len(place),
+        "chips_per_raster": np.bincount(place.date, minlength=len(place.rasters)).tolist(),
+        "footprints_seen_at_two_dates": int(len(np.unique(place.group)) - (np.bincount(place.group) == 1).sum()),
+        "time_pairs": fit.time_pairs, "augmentation_pairs": fit.aug_pairs,
+        "timings": {"chips_and_features_s": round(read_s, 1), "total_s": round(time.perf_counter() - started, 1)},
+    }
+    metrics["fingerprint"] = save_model_dir(out_dir, model, metrics)
+    metrics["timings"]["total_s"] = round(time.perf_counter() - started, 1)
+    log.info("self-supervised model written to %s (%d chips, %d time pairs) in %.0f s", out_dir, len(place),
+             fit.time_pairs, metrics["timings"]["total_s"])
+    return metrics
