@@ -9,16 +9,20 @@ chips of the same footprint at the other dates; tie-aware recall@10 pooled over 
 Rows measured here:
 * ``pretrained_cosine``: untrained ImageNet EfficientNet-Lite0 head features, average-pooled, cosine (the
   baseline ``b`` of issue 15's targets);
-* ``pretrained_itq``: the same features hashed by ITQ at ``--bits``, fitted on each fold's training chips
+* ``pretrained_itq``: the same features hashed by ITQ at the recipe's bits, fitted on each fold's training chips
   (outside the held-out block and its guard band), Hamming order (tie-aware);
-* with ``--model MODEL_DIR``: the model's own codes (Hamming order, tie-aware), its two-stage order with a fixed
-  shortlist of 50 (``rshash.ranking.two_stage_order``, the index's ranking) and its float descriptors (cosine),
-  all through the exported ONNX encoder. Without ``--model`` these rows are absent (null in ``targets``): no
-  self-supervised archive model exists yet (issue 15, item 1, is open).
+* ``ssl_*``: the self-supervised recipe of ``rshash train --rasters`` (rshash.training.selfsup.SelfSupConfig),
+  one model per fold and seed trained on the fold's training chips only: its Hamming order, its two-stage orders
+  (the index's ranking, shortlist L) and its own float descriptors (cosine); ``ablation_*``: the recipe with one
+  change (seed 0 only): time pairs only, augmentations only, 64 or 256 bits, the loss refinement;
+* with ``--model MODEL_DIR``: a given model's codes, two-stage order and descriptors through its ONNX encoder.
 
-    python benchmarks/archive_learning.py [--model MODEL_DIR] [--rasters ../shared/data/rasters] [--bits 64]
+The timings train ``rshash train --rasters`` cold on each place; ``main_job_cold_seconds`` is read from
+``benchmarks/results/main_job.json`` (run ``benchmarks/main_job.py`` first).
 
-Writes ``benchmarks/results/archive_learning.json``.
+    python benchmarks/archive_learning.py [--seeds 0,1,2] [--rasters ../shared/data/rasters] [--no-timing]
+
+Writes ``benchmarks/results/archive_learning.json`` and its section of docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -99,7 +103,8 @@ def _ssl_variants(default) -> dict:
             "ablation_time_pairs_only": replace(default, aug_weight=0.0),
             "ablation_augmentations_only": replace(default, aug_weight=1.0, use_time_pairs=False),
             "ablation_bits64": replace(default, bits=64),
-            "ablation_bits256": replace(default, bits=256, dims=256, pca_dims=512)}
+            "ablation_bits256": replace(default, bits=256, dims=256, pca_dims=512),
+            "ablation_refine20": replace(default, refine_epochs=20)}
 
 
 def ssl_distances(place, folds, seeds: list[int], cache_dir: Path, onnx_dir: Path) -> tuple[dict, dict]:

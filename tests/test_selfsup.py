@@ -173,3 +173,58 @@ def test_train_rasters_refuses_a_folder_without_rasters(tmp_path):
         train_selfsup([tmp_path / "empty"], tmp_path / "model")
     with pytest.raises(FileNotFoundError):
         train_selfsup([tmp_path / "missing"], tmp_path / "model")
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tmp_path_factory) -> Path:
+    """A flat folder of 12 images (odd sizes, one grayscale) and a corrupt file: no class folders, no labels."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("unlabelled")
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        size = (96 + 8 * i, 80)
+        pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        image = Image.fromarray(pixels).convert("L") if i == 5 else Image.fromarray(pixels)
+        image.save(folder / f"scene_{i:02d}.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return folder
+
+
+def test_train_on_an_unlabelled_image_folder_alone_and_with_rasters(unlabelled, archive, tmp_path, caplog):
+    """`rshash train --data FLAT_FOLDER` trains self-supervised on the images' augmented views (the corrupt file
+    skipped and listed); with `--rasters` too, one model records every source; labelled data and rasters are
+    refused together."""
+    import shutil
+
+    from rshash.cli import main
+    from rshash.encoder import Encoder
+    from rshash.model_config import model_gsds, read_config
+
+    out = tmp_path / "images-model"
+    with caplog.at_level(logging.WARNING):
+        assert main(["train", "--data", str(unlabelled), "--out", str(out), "--bits", "16", "--views", "2",
+                     "--gsd", "1.5"]) == 0
+    assert any("corrupt.jpg" in r.getMessage() for r in caplog.records)
+    config = read_config(out)
+    assert config.cell == "whiten" and [s["kind"] for s in config.sources] == ["folder"]
+    assert model_gsds(config) == [1.5]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["chips"] == 12 and metrics["time_pairs"] == 0 and metrics["augmentation_pairs"] > 0
+    assert [Path(p).name for p, _ in metrics["skipped_images"]] == ["corrupt.jpg"]
+    assert Encoder(out).encode(np.zeros((1, 224, 224, 3), np.uint8)).codes.shape == (1, 16)
+
+    both = tmp_path / "both-model"
+    assert main(["train", "--rasters", str(archive / "place_2010.tif"), str(archive / "place_2020.tif"),
+                 "--data", str(unlabelled), "--out", str(both), "--bits", "16", "--views", "2", "--gsd", "1.5"]) == 0
+    config = read_config(both)
+    assert [s["kind"] for s in config.sources] == ["rasters", "rasters", "folder"]
+    assert model_gsds(config) == [1.5, 5.0]
+    metrics = json.loads((both / "metrics.json").read_text())
+    assert metrics["chips"] == 44 and metrics["time_pairs"] == 16 and metrics["chips_per_source"] == [16, 16, 12]
+
+    labelled = tmp_path / "labelled"
+    (labelled / "a").mkdir(parents=True)
+    shutil.copy(unlabelled / "scene_00.png", labelled / "a" / "x.png")
+    with pytest.raises(SystemExit, match="cannot be mixed"):
+        main(["train", "--rasters", str(archive), "--data", str(labelled), "--out", str(tmp_path / "m")])

@@ -16,7 +16,9 @@ log = logging.getLogger("rshash.train")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a hashing model on labelled images or unlabelled rasters; write MODEL_DIR")
-    p.add_argument("--data", help="folder of class sub-folders or CSV manifest (default: $RSHASH_DATA, ../shared UCMD)")
+    p.add_argument("--data", help="folder of class sub-folders or CSV manifest (default: $RSHASH_DATA, ../shared UCMD); "
+                   "a folder of images without class folders (or a manifest without labels) trains self-supervised "
+                   "on augmented views, alone or with --rasters")
     p.add_argument("--rasters", nargs="+", metavar="FILE_OR_FOLDER",
                    help="train self-supervised on unlabelled georeferenced rasters instead: the same footprint in "
                    "another acquisition and augmented views are the positives (no labels needed)")
@@ -34,10 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--views", type=int, default=8, choices=range(1, 9), metavar="1..8",
                    help="dihedral views per image used for augmentation")
     p.add_argument("--gsd", type=float, metavar="METRES",
-                   help="ground resolution of the --data images in metres per pixel, recorded in the model (indexes "
+                   help="ground resolution of the --data images (labelled or not) in metres per pixel, recorded in the model (indexes "
                    "tile rasters at it with --gsd auto); default: 0.3 for UCMD, else unknown (with a warning)")
     p.add_argument("--cache-dir", help="feature cache (default $RSHASH_CACHE or ~/.cache/rshash)")
-    g = p.add_argument_group("self-supervised (--rasters)")
+    g = p.add_argument_group("self-supervised (--rasters, unlabelled --data)")
     g.add_argument("--max-chips", type=int, default=None, metavar="N",
                    help="grid chips read per raster at most (a sparser grid beyond; default 3000)")
     g.add_argument("--aug-weight", type=float, default=None,
@@ -47,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_rasters(args: argparse.Namespace) -> int:
+def run_selfsup(args: argparse.Namespace, images=None) -> int:
     from dataclasses import replace
 
     from ..training.selfsup import SelfSupConfig, train_selfsup
@@ -61,23 +63,28 @@ def run_rasters(args: argparse.Namespace) -> int:
         config = replace(config, views=args.views)
     if config.bits > config.dims:
         config = replace(config, dims=config.bits, pca_dims=max(config.pca_dims, 2 * config.bits))
-    metrics = train_selfsup(args.rasters, args.out, config, cache_dir=args.cache_dir)
-    print(json.dumps({k: metrics[k] for k in ("fingerprint", "chips", "chips_per_raster", "time_pairs",
-                                               "skipped_rasters", "timings")}, indent=1))
+    metrics = train_selfsup(args.rasters or [], args.out, config, cache_dir=args.cache_dir, images=images,
+                            images_gsd=args.gsd)
+    print(json.dumps({k: metrics[k] for k in ("fingerprint", "chips", "chips_per_source", "time_pairs",
+                                               "skipped_rasters", "skipped_images", "timings")}, indent=1))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.rasters and not args.data:
+        return run_selfsup(args)
+    data = resolve_data_dir(args.data)
+    records = load_records(data)
+    if not any(r.label for r in records):
+        log.info("%s has no class folders or labels: training self-supervised on its images", data)
+        return run_selfsup(args, images=data)
     if args.rasters:
-        if args.data:
-            raise SystemExit("rshash train: give --data (labelled images) or --rasters (unlabelled), not both yet")
-        return run_rasters(args)
+        raise SystemExit("rshash train: labelled --data and --rasters cannot be mixed yet (give an unlabelled "
+                         "folder, or train on each separately)")
     from ..training.finetune import FinetuneConfig
     from ..training.hashing import HashTrainConfig
     from ..training.pipeline import TrainOptions, train
 
-    data = resolve_data_dir(args.data)
-    records = load_records(data)
     options = TrainOptions(
         backbone=args.backbone, seed=args.seed, test_fraction=args.test_fraction, views=args.views,
         finetune=not args.no_finetune, split_file=args.split, cache_dir=args.cache_dir,

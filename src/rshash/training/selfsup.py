@@ -1,9 +1,10 @@
 """Self-supervised training on unlabelled rasters: the archive's time and geography are the labels.
 
-``rshash train --rasters FILE_OR_FOLDER...``:
+``rshash train --rasters FILE_OR_FOLDER...`` (and/or ``--data`` of an image folder without class folders):
 
 1. **Chips**: the grid chips of every raster (64 px at native resolution, :func:`rshash.geo.place.read_place`), read
    by the indexing reader with the same bands and stretch; rasters that cannot be read are skipped with a warning.
+   Images of an unlabelled folder are chips too (decoded like indexed images; no place, so no time pairs).
 2. **Positives**: the same footprint in another acquisition (chips of two rasters whose footprints have IoU >= 0.5)
    and augmented views of a chip (crop/scale, colour, rotation/flip, :mod:`rshash.data.augment`). Same-date
    neighbours are never positives: they are the hard distractors of finding the same place. Everything else
@@ -32,6 +33,8 @@ import torch
 
 from ..backbone import StageBackbone, create_backbone
 from ..data.augment import chip_views
+from ..data.datasets import ImageRecord, SkipReport, load_batch
+from ..data.sources import folder_source
 from ..features import PretrainedOutputs, default_cache_dir
 from ..geo.place import PlaceChips, cross_date_pairs, read_place
 from ..geo.source import raster_paths
@@ -60,6 +63,7 @@ class SelfSupConfig:
     views: int = 8  # the chip and views - 1 augmented views
     chip: int = 64  # grid chip side in native pixels
     max_chips_per_raster: int = 3000
+    max_images: int = 5000  # images of an unlabelled folder read at most (an even sample beyond)
     use_time_pairs: bool = True  # ablation: False learns from augmented views only
     refine_epochs: int = 0  # loss refinement of the closed-form head (0: closed form only)
     seed: int = 0
@@ -113,17 +117,51 @@ def view_features(pixels: np.ndarray, backbone: StageBackbone, views: int, seed:
 
 
 def archive_features(rasters: Sequence[str | Path], config: SelfSupConfig, cache_dir: str | Path | None = None,
-                     backbone: StageBackbone | None = None, layout: str = "quadrants") -> ArchiveFeatures:
-    """Read the archive's chips (skipping unreadable rasters) and their view features."""
+                     backbone: StageBackbone | None = None, layout: str = "quadrants",
+                     images: Sequence[ImageRecord] = ()) -> ArchiveFeatures:
+    """Read the archive's chips (skipping unreadable rasters and images) and their view features."""
     backbone = backbone or create_backbone(config.backbone)
     skipped: list[tuple[str, str]] = []
     place = read_place(rasters, backbone.input_size, chip=config.chip, layout=layout,
                        max_chips_per_raster=config.max_chips_per_raster, progress=True, skipped=skipped)
+    if images:
+        place = join_places(place, image_chips(images, backbone.input_size, config.max_images, skipped))
     if len(place) == 0:
-        raise ValueError("no georeferenced chips with valid pixels in the given rasters" +
+        raise ValueError("no readable chips or images in the given sources" +
                          (f" ({len(skipped)} unreadable)" if skipped else ""))
     pooled = view_features(place.pixels, backbone, config.views, config.seed, cache_dir)
     return ArchiveFeatures(place, pooled, level_dims(backbone), skipped)
+
+
+def image_chips(records: Sequence[ImageRecord], out_size: int, max_images: int | None = None,
+                skipped: list[tuple[str, str]] | None = None, batch: int = 64) -> PlaceChips:
+    """The images of an unlabelled folder as chips of one source: each its own footprint (no time pairs), no place
+    (centre NaN). Unreadable files are skipped with a warning (listed in ``skipped``)."""
+    if max_images and len(records) > max_images:
+        log.info("%d images: training on an even sample of %d", len(records), max_images)
+        records = [records[i] for i in np.linspace(0, len(records) - 1, max_images).round().astype(int)]
+    report, arrays = SkipReport(), []
+    with progress_bar(total=len(records), desc="images", unit="image") as bar:
+        for start in range(0, len(records), batch):
+            pixels, _ = load_batch([r.path for r in records[start:start + batch]], out_size, report)
+            arrays.append(pixels)
+            bar.update(min(batch, len(records) - start))
+    if skipped is not None:
+        skipped.extend(report.skipped)
+    pixels = np.concatenate(arrays) if arrays else np.zeros((0, out_size, out_size, 3), np.uint8)
+    n = len(pixels)
+    folder = str(Path(records[0].path).parent) if records else ""
+    return PlaceChips(pixels, np.zeros(n, dtype=int), np.arange(n), np.full((n, 2), np.nan), [(0, 0, 0, 0)] * n,
+                      [folder], block=np.zeros(n, dtype=int), gsd=[None], bands=[("red", "green", "blue")])
+
+
+def join_places(a: PlaceChips, b: PlaceChips) -> PlaceChips:
+    """The chips of ``a`` then ``b`` (``b``'s sources after ``a``'s; its footprint groups kept apart)."""
+    groups = int(a.group.max()) + 1 if len(a) else 0
+    return PlaceChips(np.concatenate([a.pixels, b.pixels]), np.r_[a.date, b.date + len(a.rasters)].astype(int),
+                      np.r_[a.group, b.group + groups].astype(int), np.concatenate([a.centre, b.centre]),
+                      [*a.windows, *b.windows], [*a.rasters, *b.rasters], np.r_[a.block, b.block].astype(int),
+                      [*a.gsd, *b.gsd], [*a.bands, *b.bands])
 
 
 def fit_head(features: ArchiveFeatures, config: SelfSupConfig, members: np.ndarray | None = None) -> WhiteningFit:
@@ -155,31 +193,42 @@ def build_model(fit: WhiteningFit, config: SelfSupConfig, sources: list[dict[str
     return model.eval()
 
 
-def raster_sources(place: PlaceChips) -> list[dict[str, Any]]:
-    """One training source per raster that gave chips: its path, ground resolution and band meaning."""
+def raster_sources(place: PlaceChips, count: int | None = None) -> list[dict[str, Any]]:
+    """One training source per raster (the first ``count`` sources of ``place``, default all) that gave chips:
+    its path, ground resolution and band meaning."""
     used = set(np.unique(place.date).tolist())
+    count = len(place.rasters) if count is None else count
     return [training_source("rasters", path, gsd, bands or ("red", "green", "blue"))
-            for d, (path, gsd, bands) in enumerate(zip(place.rasters, place.gsd, place.bands)) if d in used]
+            for d, (path, gsd, bands) in enumerate(zip(place.rasters[:count], place.gsd, place.bands)) if d in used]
 
 
 def train_selfsup(rasters: Sequence[str | Path], out_dir: str | Path, config: SelfSupConfig | None = None,
-                  cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train on the rasters (files or folders) and write the model directory atomically; return the metrics."""
+                  cache_dir: str | Path | None = None, images: str | Path | None = None,
+                  images_gsd: float | None = None) -> dict[str, Any]:
+    """Train on the rasters (files or folders) and/or an unlabelled image folder (or manifest) and write the model
+    directory atomically; return the metrics."""
+    from ..data.datasets import load_records
+
     config = config or SelfSupConfig()
     started = time.perf_counter()
-    paths = raster_paths(rasters)
-    if not paths:
+    paths = raster_paths(rasters) if rasters else []
+    if rasters and not paths:
         raise ValueError(f"no raster files in {', '.join(map(str, rasters))}")
+    records = load_records(images) if images is not None else []
+    sources = [folder_source(images, records, images_gsd)] if records else []  # checks the gsd before reading
     backbone = create_backbone(config.backbone)
-    features = archive_features(paths, config, cache_dir, backbone)
+    features = archive_features(paths, config, cache_dir, backbone, images=records)
     read_s = time.perf_counter() - started
     fit = fit_head(features, config)
-    model = build_model(fit, config, raster_sources(features.place), backbone)
-    place = features.place
+    place, raster_names = features.place, {str(p) for p in paths}
+    sources = raster_sources(place, len(paths)) + sources
+    model = build_model(fit, config, sources, backbone)
     metrics = {
         "kind": "self-supervised", "config": asdict(config), "rasters": [str(p) for p in paths],
-        "skipped_rasters": features.skipped, "chips": len(place),
-        "chips_per_raster": np.bincount(place.date, minlength=len(place.rasters)).tolist(),
+        "images": None if images is None else str(images),
+        "skipped_rasters": [s for s in features.skipped if s[0] in raster_names],
+        "skipped_images": [s for s in features.skipped if s[0] not in raster_names],
+        "chips": len(place), "chips_per_source": np.bincount(place.date, minlength=len(place.rasters)).tolist(),
         "footprints_seen_at_two_dates": int(len(np.unique(place.group)) - (np.bincount(place.group) == 1).sum()),
         "time_pairs": fit.time_pairs, "augmentation_pairs": fit.aug_pairs,
         "timings": {"chips_and_features_s": round(read_s, 1), "total_s": round(time.perf_counter() - started, 1)},
