@@ -40,7 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from results_doc import write_section  # noqa: E402
+from results_doc import publish  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "archive_learning.json"
 SHARED_RASTERS = ROOT.parent / "shared" / "data" / "rasters"
@@ -152,6 +152,17 @@ def ssl_distances(place, folds, seeds: list[int], cache_dir: Path, onnx_dir: Pat
     return out, check
 
 
+def place_folds(place, train_dates: tuple[int, ...] | None) -> list:
+    """The protocol's four folds; with ``train_dates`` (the held-out date) only chips of the other dates query."""
+    from rshash.evaluation import same_place as sp
+
+    folds = sp.folds(place, train_dates=train_dates)
+    if train_dates is None:
+        return folds
+    return [sp.Fold(f.index, f.queries[~np.isin(place.date[f.queries], train_dates)], f.train, f.guard)
+            for f in folds]
+
+
 def evaluate_place(name: str, rasters: Path, bits: int, model: Path | None, seeds: list[int] | None = None,
                    cache_dir: Path | None = None, work: Path | None = None) -> dict:
     from rshash.baselines.itq import ITQ
@@ -161,10 +172,7 @@ def evaluate_place(name: str, rasters: Path, bits: int, model: Path | None, seed
     files, layout, train_dates = PLACES[name]
     started = time.perf_counter()
     place = sp.read_place([rasters / f for f in files], INPUT_SIZE, layout=layout)
-    folds = sp.folds(place, train_dates=train_dates)
-    if train_dates is not None:  # the held-out date queries: only chips of the dates not trained on
-        folds = [sp.Fold(f.index, f.queries[~np.isin(place.date[f.queries], train_dates)], f.train, f.guard)
-                 for f in folds]
+    folds = place_folds(place, train_dates)
     features = pretrained_embeddings(place.pixels)
     distances = {"pretrained_cosine": [[_cosine(features)] * len(folds)]}  # per seed, per fold
     # ITQ needs bits <= training chips: a fold with fewer chips gets fewer bits (stated in the result)
@@ -325,9 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "not_measured": "UCMD keys (unseen@unseen, protocol A with a default recipe shared with archives); "
                         + ("" if main_job_s else "main_job_cold_seconds (run benchmarks/main_job.py first)"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    write_section("archive_learning", markdown(out))
+    publish(args.out, out, "archive_learning", markdown(out))
     print(json.dumps(targets, indent=1))
     return 0
 

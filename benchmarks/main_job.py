@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from results_doc import write_section  # noqa: E402
+from results_doc import publish  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "main_job.json"
 #: log messages that end a phase (first match wins), in the order the job runs them
@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "cold_seconds": cold, "goal_seconds": 600, "met": cold <= 600, "raster_part": raster_part,
         "phase_seconds": _phase_seconds(lines, started),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    write_section("main_job", markdown(out))
+    publish(args.out, out, "main_job", markdown(out))
     print(json.dumps(out, indent=1))
     return 0
 

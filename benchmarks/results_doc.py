@@ -19,3 +19,12 @@ def write_section(name: str, markdown: str, path: Path = RESULTS_MD) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def publish(out: Path, result: dict, section: str, markdown: str) -> None:
+    """Write a benchmark's results JSON to ``out`` and its markdown into its section of docs/RESULTS.md."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_section(section, markdown)

@@ -1,6 +1,6 @@
 """Search and indexing speed: the numbers behind the index kinds' defaults.
 
-Part 1 (codes only): N clustered 64-bit codes (a few thousand centres + per-centre bit
+Part 1 (codes only): N clustered 64-bit codes (``--bits 128|256`` for longer codes) (a few thousand centres + per-centre bit
 noise, like a trained model's), 1000 queries drawn near the data, k=20, one thread.
 Per-query latency (median, p99) of a numpy XOR+popcount scan, faiss IndexBinaryFlat,
 rshash's exact ``flat`` kind, and the sub-linear kinds (``multihash``, ``ivf`` at
@@ -15,6 +15,7 @@ included), then one image query as a fresh ``rshash search`` process (cold) vs
     python benchmarks/search_speed.py                       # 1M codes + UCMD end to end
     python benchmarks/search_speed.py --sizes 1000000,10000000
     python benchmarks/search_speed.py --sizes 100000 --max-images 200   # quick check
+    python benchmarks/search_speed.py --bits 128 --sizes 10000000 --skip-e2e   # -> search_speed.bits128.json
 """
 
 from __future__ import annotations
@@ -89,11 +90,15 @@ def recall_at_k(found: list[np.ndarray], exact_kth: np.ndarray, k: int) -> float
 
 def numpy_scan(database: np.ndarray, k: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Exact k-NN with XOR + np.bitwise_count on uint64 words; top-k via a distance histogram."""
-    words = np.ascontiguousarray(database).view(np.uint64)[:, 0]  # BITS = 64: one word per code
+    words = np.ascontiguousarray(database).view(np.uint64)  # (n, bits / 64)
+    bits = 64 * words.shape[1]
 
     def search(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dist = np.bitwise_count(words ^ query.view(np.uint64)[0])
-        cutoff = int(np.searchsorted(np.cumsum(np.bincount(dist, minlength=BITS + 1)), k))
+        q = query.view(np.uint64)
+        dist = np.bitwise_count(words[:, 0] ^ q[0]).astype(np.int32)
+        for w in range(1, words.shape[1]):
+            dist += np.bitwise_count(words[:, w] ^ q[w])
+        cutoff = int(np.searchsorted(np.cumsum(np.bincount(dist, minlength=bits + 1)), k))
         near = np.flatnonzero(dist <= cutoff)
         order = near[np.argsort(dist[near], kind="stable")][:k]
         return dist[order], order
@@ -116,16 +121,16 @@ def _searcher(index: CodeIndex, k: int, nprobe: int | None) -> Callable[[np.ndar
     return search
 
 
-def bench_size(n: int, n_queries: int, k: int, seed: int) -> dict:
+def bench_size(n: int, n_queries: int, k: int, seed: int, bits: int = BITS) -> dict:
     """Part 1 for one database size: build everything, check recall, then time interleaved."""
-    print(f"\n== {n:,} codes", flush=True)
-    source = ClusteredCodes(bits=BITS, centres=CENTRES, seed=seed)
+    print(f"\n== {n:,} codes of {bits} bits", flush=True)
+    source = ClusteredCodes(bits=bits, centres=CENTRES, seed=seed)
     start = time.perf_counter()
     database, queries = source.sample(n), source.sample(n_queries)
     out: dict = {"n": n, "generate_s": round(time.perf_counter() - start, 2)}
 
     start = time.perf_counter()
-    flat = faiss.IndexBinaryFlat(BITS)
+    flat = faiss.IndexBinaryFlat(bits)
     flat.add(database)
     build_s = round(time.perf_counter() - start, 3)
     rows = {"faiss_flat": {"build_s": build_s, "bytes_per_code": serialized_bytes(flat) / n}}
@@ -135,7 +140,7 @@ def bench_size(n: int, n_queries: int, k: int, seed: int) -> dict:
                                                      exact_kth[:100], k)}
     for kind, settings in (("flat", [None]), ("multihash", [None]), ("ivf", NPROBES)):
         start = time.perf_counter()
-        index = CodeIndex.build(kind, BITS, np.arange(n, dtype=np.int64), database)
+        index = CodeIndex.build(kind, bits, np.arange(n, dtype=np.int64), database)
         build = {"build_s": round(time.perf_counter() - start, 2),
                  "bytes_per_code": round(serialized_bytes(index.index) / n, 2)}
         for nprobe in settings:
@@ -283,26 +288,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bits", type=int, default=BITS, choices=(64, 128, 256),
+                        help="code length of part 1 (default 64; others write search_speed.bits<N>.json)")
     parser.add_argument("--images", type=Path, help="image folder or manifest for the end-to-end part "
                         "(default: $RSHASH_DATA or ../shared/data/UCMerced_LandUse)")
     parser.add_argument("--model", type=Path, help="model directory (default: a random-head model in a temp dir)")
     parser.add_argument("--max-images", type=int, help="index only this many images end to end")
     parser.add_argument("--skip-e2e", action="store_true", help="codes only")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    args.out = args.out or (RESULTS if args.bits == BITS else RESULTS.with_name(f"search_speed.bits{args.bits}.json"))
 
     faiss.omp_set_num_threads(1)
     report: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/search_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(),
-        "settings": {"bits": BITS, "centres": CENTRES, "queries": args.queries, "k": args.k,
+        "settings": {"bits": args.bits, "centres": CENTRES, "queries": args.queries, "k": args.k,
                      "ivf_nprobe_rule": f"max({IVF_NPROBE}, lists holding {IVF_CANDIDATES_PER_RESULT} * k codes)",
                      "ivf_lists_at_sizes": {}},
     }
     sizes = [int(s) for s in args.sizes.split(",") if s]
     report["settings"]["ivf_lists_at_sizes"] = {str(n): ivf_lists(n) for n in sizes}
-    report["codes"] = {str(n): bench_size(n, args.queries, args.k, args.seed) for n in sizes}
+    report["codes"] = {str(n): bench_size(n, args.queries, args.k, args.seed, args.bits) for n in sizes}
 
     images = args.images or default_images()
     e2e = None

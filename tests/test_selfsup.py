@@ -228,3 +228,27 @@ def test_train_on_an_unlabelled_image_folder_alone_and_with_rasters(unlabelled, 
     shutil.copy(unlabelled / "scene_00.png", labelled / "a" / "x.png")
     with pytest.raises(SystemExit, match="cannot be mixed"):
         main(["train", "--rasters", str(archive), "--data", str(labelled), "--out", str(tmp_path / "m")])
+
+
+def test_main_job_raster_part(archive, tmp_path):
+    """The main job's raster part: a self-supervised model, an index of the chips, a search from the centre of a
+    raster written as GeoJSON, examples.json; a second run reuses the model and adds no chips."""
+    import argparse
+
+    from rshash.commands.run import _raster_part
+    from rshash.index import Index
+
+    files = [archive / "place_2010.tif", archive / "place_2020.tif"]
+    args = argparse.Namespace(retrain=False, seed=0)
+    out = tmp_path / "rasters"
+    examples = _raster_part(args, files, out, queries=("place_2010.tif",))
+    assert (out / "model" / "config.json").is_file() and (out / "examples.json").is_file()
+    hits = examples["place_2010.tif"]["results"]
+    assert len(hits) == 10 and all(h["raster"] for h in hits)
+    geojson = json.loads(Path(examples["place_2010.tif"]["geojson"]).read_text())
+    assert geojson["type"] == "FeatureCollection" and len(geojson["features"]) == 10
+    fingerprint = json.loads((out / "model" / "config.json").read_text())["fingerprint"]
+    _raster_part(args, files, out, queries=())
+    assert json.loads((out / "model" / "config.json").read_text())["fingerprint"] == fingerprint
+    with Index.open(out / "index") as index:
+        assert len(index) == 32

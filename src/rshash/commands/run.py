@@ -105,8 +105,14 @@ def _demo_rasters(args: argparse.Namespace) -> list[Path]:
     return files
 
 
-def _raster_part(args: argparse.Namespace, files: list[Path], out: Path) -> dict:
-    """Self-supervised model on the rasters -> index of their 64 px chips -> a search from each place's centre."""
+#: The acquisitions searched from (their centre): the first of each demo place.
+DEMO_QUERIES = (DEMO_RASTERS[0], DEMO_RASTERS[2])
+
+
+def _raster_part(args: argparse.Namespace, files: list[Path], out: Path,
+                 queries: tuple[str, ...] = DEMO_QUERIES) -> dict:
+    """Self-supervised model on the rasters -> index of their 64 px chips -> a search from the centre of each
+    raster named in ``queries``."""
     from ..geo.footprints import write_geojson
     from ..geo.source import open_raster
     from ..index import Index
@@ -123,7 +129,7 @@ def _raster_part(args: argparse.Namespace, files: list[Path], out: Path) -> dict
     with Index.open_or_create(index_dir, model_dir) as index:
         report = index.add_rasters(files, tile=64, gsd="native", overlap=0.0)  # the chips the model learnt from
         log.info("raster index: %s", report.summary())
-        for path in (p for p in files if p.name in (DEMO_RASTERS[0], DEMO_RASTERS[2])):
+        for path in (p for p in files if p.name in queries):
             with open_raster(path, gsd="native") as source:  # one query per place: its first acquisition's centre
                 lon, lat = _centre(source)
             query = index.geo.point_query(lon, lat, raster=str(path))

@@ -53,7 +53,8 @@ FEATURES_VERSION = 1
 
 @dataclass
 class SelfSupConfig:
-    """The self-supervised recipe (defaults chosen on the same-place folds: benchmarks/archive_learning.py)."""
+    """The self-supervised recipe. ``eps`` and ``aug_weight`` are chosen on the same-place folds
+    (benchmarks/select_selfsup.py); bits, views and the refinement are ablated by benchmarks/archive_learning.py."""
 
     bits: int = 128
     dims: int = 128  # whitened descriptor dimensions (>= bits)
