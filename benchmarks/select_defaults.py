@@ -12,10 +12,16 @@ Two folds, both carved from training data only:
   20 % queries (unseen@unseen) and the same queries against those plus every image of the
   12 training classes (unseen@all).
 
-Every variant is scored Hamming-only and re-ranked at several weights; the criterion is the
-mean of A-val and validation-unseen mAP@all, Hamming and re-ranked (at the variant's best
-weight). Writes benchmarks/results/select_defaults.json (``--fold`` runs one fold and
-``--merge`` combines the two fold files, so the folds can run in parallel).
+Every variant is scored Hamming-only and re-ranked at several weights, fixed or gated per query
+(:data:`rshash.ranking.GATE_RANK`); the criterion is the mean of A-val and validation-unseen mAP@all,
+Hamming and re-ranked (at the variant's best weight). ``constrained`` in the merged file applies issue
+15's rule instead: only settings not below the Hamming order by more than one seed std on any fold (the
+stds of benchmarks/results/ucmd_hashing.json), then the best mean. Writes
+benchmarks/results/select_defaults.json (``--fold`` runs one fold and ``--merge`` combines the two fold
+files, so the folds can run in parallel; ``--out`` another name for a partial run, e.g. the gate study:
+
+    python benchmarks/select_defaults.py --fold A --variants "centres + neighbourhood 1 (fine-tuned teacher)" \
+        --out benchmarks/results/select_gate.json   # then --fold unseen ..., then --merge --out ...
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/results/select_defaults.json"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9)
 DESCRIPTOR_DIMS = (64, 128)
+#: Re-rank gates scored beside the fixed weights (rshash.ranking.GATE_RANK): fraction of the bits.
+GATES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+GATED_WEIGHTS = (0.75, 0.9)
 
 #: Candidate configurations: changes from HashTrainConfig() (the landed default: lossless triplet +
 #: quantization + balance + hash centres, LSTM head, 30 epochs).
@@ -70,6 +79,10 @@ def scores(s: Setup, codes: np.ndarray, tasks: dict[str, RetrievalTask], dims: i
             desc = s.descriptors(s.fit_descriptor(DescriptorHead(dims, d)))
             for w in WEIGHTS:
                 out[name][f"reranked d{d} w{w}"] = evaluate(codes, labels, task, desc, weight=w)["map_all"]
+            for w in GATED_WEIGHTS:
+                for g in GATES:
+                    out[name][f"reranked d{d} w{w} gate{g}"] = evaluate(codes, labels, task, desc, weight=w,
+                                                                       gate=g)["map_all"]
     return out
 
 
@@ -131,6 +144,34 @@ def choose(folds: dict) -> dict:
             "chosen_rerank": table[winner]["rerank_setting"]}
 
 
+def choose_constrained(folds: dict, stds: dict[str, float]) -> dict:
+    """Issue 15's rule per variant: among the re-rank settings whose mAP is not below the Hamming order by more than
+    one seed std on any fold (``stds`` per task), the best mean over the three tasks."""
+    a, u = folds["A"]["variants"], folds["unseen"]["variants"]
+    tasks = (("A-val", a), ("val-unseen@unseen", u), ("val-unseen@all", u))
+    table = {}
+    for name in a.keys() & u.keys():
+        settings = [k for k in a[name]["A-val"] if k.startswith("reranked")]
+        rows = {}
+        for k in settings:
+            gaps = {t: f[name][t][k] - f[name][t]["hamming"] for t, f in tasks}
+            rows[k] = {"mean": float(np.mean([f[name][t][k] for t, f in tasks])),
+                       "ok": all(gaps[t] >= -stds[t] for t in gaps)} | {f"{t} minus hamming": g for t, g in gaps.items()}
+        ok = [k for k in rows if rows[k]["ok"]]
+        best = max(ok, key=lambda k: rows[k]["mean"]) if ok else None
+        table[name] = {"chosen": best, "chosen_row": rows.get(best), "hamming_mean": float(np.mean(
+            [f[name][t]["hamming"] for t, f in tasks])), "settings_meeting_the_constraint": len(ok), "rows": rows}
+    return {"rule": choose_constrained.__doc__.split("\n\n")[0].replace("\n    ", " "), "stds": stds, "table": table}
+
+
+def _seed_stds() -> dict[str, float]:
+    """One seed standard deviation of the Hamming order per task, from ucmd_hashing.json (protocol A, unseen)."""
+    r = json.loads((ROOT / "benchmarks/results/ucmd_hashing.json").read_text())
+    unseen = r["unseen"]["map_all"]["ours (Hamming)"]
+    return {"A-val": r["protocol_A"]["seeds_64"]["hamming"]["std"], "val-unseen@unseen": unseen["unseen_unseen"]["std"],
+            "val-unseen@all": unseen["unseen_all"]["std"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data")
@@ -143,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.merge:
         folds = {f: json.loads(args.out.with_suffix(f".{f}.json").read_text()) for f in ("A", "unseen")}
-        result = {"command": "python benchmarks/select_defaults.py --fold A; ... --fold unseen; ... --merge",
-                  "folds": folds, "selection": choose({f: v["results"] for f, v in folds.items()})}
+        results = {f: v["results"] for f, v in folds.items()}
+        result = {"command": "python benchmarks/select_defaults.py --fold A; ... --fold unseen; ... --merge"
+                             + ("" if args.out == OUT else f" (--out {args.out.name})"),
+                  "folds": folds, "selection": choose(results),
+                  "constrained": choose_constrained(results, _seed_stds())}
         atomic_write_text(args.out, json.dumps(result, indent=1))
         print(json.dumps(result["selection"]["table"], indent=1), "\nchosen:", result["selection"]["chosen"],
               result["selection"]["chosen_rerank"])

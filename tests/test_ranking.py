@@ -42,6 +42,21 @@ def test_rerank_reorders_the_shortlist_only():
     assert two_stage_order(np.array([[1, 1]]), np.array([7, 3]), 8, np.array([[0.5, 0.5]]))[0].tolist() == [1, 0]
 
 
+def test_gate_reranks_only_queries_far_from_their_codes_neighbours():
+    """Query 0's 10th Hamming neighbour is 1 bit away (a tight cluster): Hamming order kept; query 1's is 6 bits
+    away: re-ranked by similarity."""
+    from rshash.ranking import GATE_RANK
+
+    ham = np.array([[0] + [1] * (GATE_RANK + 1), [6] * (GATE_RANK + 2)])
+    ham[0, -1] = 7
+    sim = np.tile(np.linspace(0.0, 1.0, GATE_RANK + 2), (2, 1))  # the farthest by Hamming is the most similar
+    ids = np.arange(GATE_RANK + 2)
+    gated = two_stage_order(ham, ids, 16, sim, weight=0.9, gate=0.25)
+    assert gated[0].tolist() == two_stage_order(ham[:1], ids, 16, sim[:1], weight=0.0)[0].tolist()
+    assert gated[1].tolist() == two_stage_order(ham[1:], ids, 16, sim[1:], weight=0.9)[0].tolist()
+    assert gated[1][0] == GATE_RANK + 1 and gated[0][0] == 0
+
+
 def test_scores_blend_and_weight_bounds():
     assert rerank_scores(np.array([4]), np.array([1.0]), 8, 0.5)[0] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="weight"):

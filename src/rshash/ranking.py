@@ -25,6 +25,10 @@ DEFAULT_SHORTLIST = 1000
 #: validation folds (benchmarks/results/select_defaults.json: 0.9 of 0, 0.25, 0.5, 0.75, 0.9 scored the best
 #: mean over seen and validation-unseen classes; seen classes alone prefer 0.25-0.5).
 DEFAULT_WEIGHT = 0.9
+#: Re-rank gate (experimental, off by default): with ``gate`` set, a query re-ranks at ``weight`` only when its
+#: ``GATE_RANK``-th Hamming neighbour is at least ``gate * bits`` away (the codes do not place it in a tight cluster,
+#: e.g. content of no trained class); otherwise at weight 0 (Hamming order, descriptor tie-break).
+GATE_RANK = 10
 
 
 def quantize_descriptors(descriptors: np.ndarray) -> np.ndarray:
@@ -54,9 +58,10 @@ def cosine_similarity(queries: np.ndarray, database: np.ndarray, db_norms: np.nd
     return (q @ d.T) / descriptor_norms(queries)[:, None] / norms[None, :]
 
 
-def rerank_scores(hamming: np.ndarray, similarity: np.ndarray, bits: int, weight: float) -> np.ndarray:
-    """Lower is better: the blend of normalised Hamming distance and descriptor distance."""
-    if not 0.0 <= weight <= 1.0:
+def rerank_scores(hamming: np.ndarray, similarity: np.ndarray, bits: int, weight: float | np.ndarray) -> np.ndarray:
+    """Lower is better: the blend of normalised Hamming distance and descriptor distance (``weight``: one number,
+    or ``(Q, 1)`` per query)."""
+    if not np.all((0.0 <= np.asarray(weight)) & (np.asarray(weight) <= 1.0)):
         raise ValueError(f"re-rank weight must be in [0, 1], got {weight}")
     return (1.0 - weight) * np.asarray(hamming, dtype=np.float64) / bits + weight * (1.0 - similarity) / 2.0
 
@@ -71,6 +76,7 @@ def two_stage_order(
     shortlist: int = DEFAULT_SHORTLIST,
     weight: float = DEFAULT_WEIGHT,
     prefer: int | None = None,
+    gate: float | None = None,
 ) -> np.ndarray:
     """Column order per query for ``(Q, M)`` candidate distances; ``ids`` are ``(M,)`` or ``(Q, M)``.
 
@@ -78,6 +84,7 @@ def two_stage_order(
     Hamming order are re-ranked by :func:`rerank_scores`; otherwise the Hamming order alone.
     ``prefer``: an id that wins exact ties before the id order (the query's own indexed item,
     so a file that is indexed twice under two paths finds the path it was asked with first).
+    ``gate``: see :data:`GATE_RANK` (None: every query re-ranks at ``weight``).
     """
     hamming = np.atleast_2d(np.asarray(hamming))
     ids = np.broadcast_to(np.asarray(ids), hamming.shape)
@@ -90,6 +97,10 @@ def two_stage_order(
     head = first[:, : min(shortlist, hamming.shape[1])]
     take = lambda a: np.take_along_axis(np.broadcast_to(a, hamming.shape), head, axis=1)  # noqa: E731
     sim = take(np.atleast_2d(similarity))
-    score = rerank_scores(take(hamming), sim, bits, weight)
+    near = take(hamming)
+    if gate is not None:
+        kth = near[:, min(GATE_RANK, near.shape[1]) - 1].astype(np.float64)
+        weight = np.where(kth >= gate * bits, weight, 0.0)[:, None]
+    score = rerank_scores(near, sim, bits, weight)
     head = np.take_along_axis(head, np.lexsort((take(ids), take(other), -sim, score), axis=-1), axis=1)
     return np.concatenate([head, first[:, head.shape[1] :]], axis=1)

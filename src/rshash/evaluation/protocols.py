@@ -174,7 +174,7 @@ def unseen_all_task(labels: np.ndarray, unseen_ids: Sequence[int], seed: int, qu
 
 def ranked_positions(
     codes: np.ndarray, task: RetrievalTask, descriptors: np.ndarray | None = None, *, rerank: bool = True,
-    shortlist: int = DEFAULT_SHORTLIST, weight: float = DEFAULT_WEIGHT,
+    shortlist: int = DEFAULT_SHORTLIST, weight: float = DEFAULT_WEIGHT, gate: float | None = None,
 ) -> np.ndarray:
     """``(Q, N')`` positions into ``task.database`` in the order the index returns them.
 
@@ -200,19 +200,20 @@ def ranked_positions(
         if sim is not None:
             sim[mask] = -1.0
     order = two_stage_order(ham, np.arange(len(task.database)), bits, sim, rerank=rerank, shortlist=shortlist,
-                            weight=weight)
+                            weight=weight, gate=gate)
     return order[:, : order.shape[1] - drop]
 
 
 def evaluate(
     codes: np.ndarray, labels: np.ndarray, task: RetrievalTask, descriptors: np.ndarray | None = None, *,
     rerank: bool = True, shortlist: int = DEFAULT_SHORTLIST, weight: float = DEFAULT_WEIGHT,
+    gate: float | None = None,
 ) -> dict[str, float]:
     """The task's metrics for ``(N, bits)`` bool codes (and descriptors) ranked as the index ranks.
 
     ``labels``: ``(N,)`` class ids, or ``(N, L)`` bool multi-hot rows for multi-label relevance.
     """
-    order = ranked_positions(codes, task, descriptors, rerank=rerank, shortlist=shortlist, weight=weight)
+    order = ranked_positions(codes, task, descriptors, rerank=rerank, shortlist=shortlist, weight=weight, gate=gate)
     return report_from_relevance(relevance_matrix(labels[task.queries], labels[task.database], order), task.ks)
 
 
