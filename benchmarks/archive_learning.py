@@ -69,13 +69,14 @@ def _model_rows(prefix: str, codes: np.ndarray, descriptors: np.ndarray, bits: i
     ham = _hamming(codes)
     out = {f"{prefix}_hamming": ham, f"{prefix}_float_cosine": _cosine(descriptors)}
     for shortlist in SHORTLISTS:
-        from rshash.ranking import quantize_descriptors, two_stage_order
+        from rshash.ranking import SELF_SUPERVISED_WEIGHT, quantize_descriptors, two_stage_order
 
         q = quantize_descriptors(descriptors).astype(np.float32)
         q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         unreturned = ham.copy()
         np.fill_diagonal(unreturned, bits + 1)  # the query never takes a shortlist place (as in the index)
-        order = two_stage_order(unreturned, np.arange(n), bits, q @ q.T, rerank=True, shortlist=shortlist or n)
+        order = two_stage_order(unreturned, np.arange(n), bits, q @ q.T, rerank=True, shortlist=shortlist or n,
+                                weight=SELF_SUPERVISED_WEIGHT)
         rank = np.empty_like(order, dtype=np.float64)
         np.put_along_axis(rank, order, np.arange(order.shape[1], dtype=np.float64)[None, :].repeat(n, 0), 1)
         out[f"{prefix}_two_stage_L{shortlist or 'all'}"] = rank
@@ -244,6 +245,60 @@ def ssl_train_seconds(rasters: Path, files: list[str], work: Path) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+def ucmd_targets() -> tuple[dict, dict, str]:
+    """The issue's UCMD keys, read from the results their own scripts wrote (None where a file is missing), and
+    where they come from. The labelled default recipe is measured by ``ucmd_hashing.py`` (64 bits, its
+    default ranking at the labelled model's re-rank weight); A-val from ``select_defaults.py --merge``."""
+    from rshash.ranking import LABELLED_WEIGHT
+
+    keys = ("ucmd_unseen_hamming", "ucmd_unseen_hamming_std", "ucmd_unseen_two_stage", "ucmd_unseen_pretrained_cosine",
+            "ucmd_unseen_finetuned_cosine", "ucmd_A_default_ranking", "ucmd_A_std", "ucmd_Aval_default_minus_hamming")
+    out, a_val_std = dict.fromkeys(keys), None
+    results = ROOT / "benchmarks" / "results"
+    hashing, gate = results / "ucmd_hashing.json", results / "select_gate.json"
+    if hashing.is_file():
+        h = json.loads(hashing.read_text())
+        unseen = h.get("unseen", {}).get("map_all", {})
+
+        def unseen_mean(row: str, field: str = "mean"):
+            return unseen.get(row, {}).get("unseen_unseen", {}).get(field)
+
+        a = h.get("protocol_A", {}).get("seeds_64", {}).get("reranked", {})
+        out |= {"ucmd_unseen_hamming": unseen_mean("ours (Hamming)"),
+                "ucmd_unseen_hamming_std": unseen_mean("ours (Hamming)", "std"),
+                "ucmd_unseen_two_stage": unseen_mean("ours (re-ranked)"),
+                "ucmd_unseen_pretrained_cosine": unseen_mean("cosine kNN, pretrained features"),
+                "ucmd_unseen_finetuned_cosine": unseen_mean("cosine kNN, fine-tuned features"),
+                "ucmd_A_default_ranking": a.get("mean"), "ucmd_A_std": a.get("std")}
+    if gate.is_file():
+        constrained = json.loads(gate.read_text()).get("constrained", {})
+        table, a_val_std = constrained.get("table", {}), constrained.get("stds", {}).get("A-val")
+        rows = [v["rows"].get(f"reranked d128 w{LABELLED_WEIGHT}") for v in table.values()]
+        if len(rows) == 1 and rows[0]:
+            out["ucmd_Aval_default_minus_hamming"] = rows[0]["A-val minus hamming"]
+    out = {k: None if v is None else round(float(v), 4) for k, v in out.items()}
+    a_val_std = None if a_val_std is None else round(float(a_val_std), 4)
+
+    def met(flag_of, *values):
+        return None if any(v is None for v in values) else bool(flag_of(*values))
+
+    goals = {
+        "unseen_hamming_above_pretrained_by_a_std": met(lambda h, c, sd: h - c > sd, out["ucmd_unseen_hamming"],
+                                                        out["ucmd_unseen_pretrained_cosine"],
+                                                        out["ucmd_unseen_hamming_std"]),
+        "unseen_two_stage_at_least_finetuned_cosine": met(lambda t, f: t >= f, out["ucmd_unseen_two_stage"],
+                                                          out["ucmd_unseen_finetuned_cosine"]),
+        "A_default_at_least_0.98": met(lambda a: a >= 0.98, out["ucmd_A_default_ranking"]),
+        "Aval_default_minus_hamming_at_least_minus_std": met(lambda d, sd: d >= -sd,
+                                                             out["ucmd_Aval_default_minus_hamming"], a_val_std),
+        "Aval_std": a_val_std,
+    }
+    return out, goals, (f"ucmd_unseen_* and ucmd_A_*: {hashing.name} (written by benchmarks/ucmd_hashing.py: the labelled "
+                 f"default recipe, 64 bits, re-ranked at the labelled weight {LABELLED_WEIGHT}; A over split seeds "
+                 f"0-2, unseen@unseen over seeds 0-2); ucmd_Aval_default_minus_hamming: {gate.name} (written by "
+                 "benchmarks/select_defaults.py --merge; the landed variant, 128-d descriptor)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model directory whose ONNX encoder is measured too")
@@ -252,19 +307,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="self-supervised seeds, comma-separated ('' for none)")
     parser.add_argument("--no-timing", action="store_true", help="skip the cold `rshash train --rasters` timings")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--targets-only", action="store_true",
+                        help="keep the places measured by the last run (--out) and recompute only the targets "
+                             "(after ucmd_hashing.py, select_defaults.py or main_job.py wrote new results)")
     args = parser.parse_args(argv)
     import tempfile
 
     from rshash.training.selfsup import SelfSupConfig
 
-    bits = args.bits or SelfSupConfig.bits
-    seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
-    with tempfile.TemporaryDirectory(prefix="archive-learning-") as tmp:
-        work = Path(tmp)
-        cache = work / "cache"  # features of this run only: the figures never come from a stale cache
-        places = {name: evaluate_place(name, args.rasters, bits, args.model, seeds, cache, work) for name in PLACES}
-        timing = {} if args.no_timing else {name: ssl_train_seconds(args.rasters, PLACES[name][0], work)
-                                            for name in ("naip", "landsat")}
+    command = "python benchmarks/archive_learning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    targets_command = None
+    if args.targets_only:
+        previous = json.loads(args.out.read_text())
+        places, bits, command = previous["places"], previous["targets"]["bits"], previous["command"]
+        timing = {name: previous["targets"][f"ssl_train_seconds_{name}"] for name in ("naip", "landsat")}
+        targets_command = "python benchmarks/archive_learning.py --targets-only"
+        seeds = previous["protocol"]["seeds"]
+    else:
+        bits = args.bits or SelfSupConfig.bits
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+        with tempfile.TemporaryDirectory(prefix="archive-learning-") as tmp:
+            work = Path(tmp)
+            cache = work / "cache"  # features of this run only: the figures never come from a stale cache
+            places = {name: evaluate_place(name, args.rasters, bits, args.model, seeds, cache, work)
+                      for name in PLACES}
+            timing = {} if args.no_timing else {name: ssl_train_seconds(args.rasters, PLACES[name][0], work)
+                                                for name in ("naip", "landsat")}
     main_job = ROOT / "benchmarks" / "results" / "main_job.json"
     main_job_s = json.loads(main_job.read_text())["cold_seconds"] if main_job.is_file() else None
 
@@ -299,15 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         goals[place] |= {"hamming_met": None if h is None else bool(h >= goals[place]["hamming_goal"] and
                                                                     ci_low(place, "ssl_hamming") > 0),
                          "two_stage_L50_met": None if l50 is None else bool(l50 >= goals[place]["two_stage_L50_goal"])}
-    # UCMD keys of the issue are not measured by this script yet: null (see not_measured)
-    targets |= dict.fromkeys(("ucmd_unseen_hamming", "ucmd_unseen_hamming_std", "ucmd_unseen_two_stage",
-                              "ucmd_unseen_pretrained_cosine", "ucmd_unseen_finetuned_cosine", "ucmd_A_default_ranking",
-                              "ucmd_A_std", "ucmd_Aval_default_minus_hamming"))
+    ucmd, goals["ucmd"], ucmd_sources = ucmd_targets()
+    targets |= ucmd
     from dataclasses import asdict
 
     out = {
         "benchmark": "archive_learning",
-        "command": "python benchmarks/archive_learning.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "model": None if args.model is None else args.model.name,
@@ -330,9 +396,14 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets, "goals": goals, "places": places,
         "timing_note": "ssl_train_seconds_*: one cold `rshash train --rasters` on all of the place's rasters (every "
                        "block, so an upper bound of a training-blocks run), empty feature cache, RSHASH_THREADS=2",
-        "not_measured": "UCMD keys (unseen@unseen, protocol A with a default recipe shared with archives); "
-                        + ("" if main_job_s else "main_job_cold_seconds (run benchmarks/main_job.py first)"),
+        "ucmd_sources": ucmd_sources,
+        "not_measured": "; ".join(
+            [k for k, v in targets.items() if v is None]
+            + ([] if main_job_s else ["main_job_cold_seconds (run benchmarks/main_job.py first)"])) or "nothing",
     }
+    if args.targets_only:  # everything measured stays as the last run wrote it
+        out = previous | {k: out[k] for k in ("targets", "goals", "ucmd_sources", "not_measured")} | {
+            "targets_command": targets_command, "targets_date": out["date"]}
     publish(args.out, out, "archive_learning", markdown(out))
     print(json.dumps(targets, indent=1))
     return 0
@@ -369,6 +440,18 @@ def markdown(out: dict) -> str:
             lines.append(f"| {name} | {place['chips']} | {place['queries']} | {key} | {r['recall_at_10']} | "
                          f"{r['recall_at_1']} | {r['median_first_match_rank']} | {r['recall_at_10_stable']} / "
                          f"{r['recall_at_10_changed']} | {r['recall_at_10_per_fold']} |")
+    ug = g.get("ucmd", {})
+    lines += ["", f"UCMD, the labelled default recipe ({out.get('ucmd_sources', '')}):", "",
+              "| key | measured | goal | met |", "|---|---|---|---|",
+              f"| unseen@unseen Hamming | {t['ucmd_unseen_hamming']} ± {t['ucmd_unseen_hamming_std']} | > untrained "
+              f"cosine {t['ucmd_unseen_pretrained_cosine']} + one std | "
+              f"{met(ug.get('unseen_hamming_above_pretrained_by_a_std'))} |",
+              f"| unseen@unseen two-stage | {t['ucmd_unseen_two_stage']} | >= fine-tuned cosine "
+              f"{t['ucmd_unseen_finetuned_cosine']} | {met(ug.get('unseen_two_stage_at_least_finetuned_cosine'))} |",
+              f"| protocol A default ranking | {t['ucmd_A_default_ranking']} ± {t['ucmd_A_std']} | >= 0.98 | "
+              f"{met(ug.get('A_default_at_least_0.98'))} |",
+              f"| A-val default − Hamming | {t['ucmd_Aval_default_minus_hamming']} | >= −{ug.get('Aval_std')} | "
+              f"{met(ug.get('Aval_default_minus_hamming_at_least_minus_std'))} |"]
     lines += ["", f"Not measured here: {out['not_measured']}."]
     return "\n".join(lines)
 

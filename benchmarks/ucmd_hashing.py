@@ -33,7 +33,7 @@ from rshash.evaluation.protocols import (
 )
 from rshash.io_utils import atomic_write_text
 from rshash.model import DescriptorHead, HashingModel, ModelConfig
-from rshash.ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT
+from rshash.ranking import DEFAULT_SHORTLIST, LABELLED_WEIGHT
 from rshash.training.finetune import FinetuneConfig
 from rshash.training.hashing import HashTrainConfig
 from rshash.training.pipeline import Setup, TrainOptions, setup
@@ -51,7 +51,7 @@ PROTOCOLS = {
                      "the head (16 seen classes); per unseen class 80% database / 20% queries drawn per seed (0,1,2)",
     "unseen_all": "the same unseen queries; database = their unseen database images + all 1600 seen-class images",
     "ranking": "hamming: Hamming distance, ties by id (database order); reranked: two-stage as the index (shortlist "
-               f"{DEFAULT_SHORTLIST} by Hamming, re-ranked by the int8 descriptor with weight {DEFAULT_WEIGHT}, ties by id)",
+               f"{DEFAULT_SHORTLIST} by Hamming, re-ranked by the int8 descriptor with weight {LABELLED_WEIGHT} (a labelled model's), ties by id)",
     "knn": "no hashing: cosine similarity of real-valued last-stage average-pooled features (pretrained or fine-tuned)",
 }
 
@@ -279,7 +279,7 @@ def markdown(r: dict) -> str:
              f"Default configuration: {r['config_note']}", "",
              "Ranking: *Hamming* = Hamming distance, ties by id; *re-ranked* = the index's two-stage search "
              f"(Hamming shortlist of {DEFAULT_SHORTLIST}, re-ranked by the 128-byte int8 descriptor, weight "
-             f"{DEFAULT_WEIGHT}, ties by id). mAP@all normalised by all relevant items. Cached-feature numbers (view 0) "
+             f"{LABELLED_WEIGHT} (a labelled model's), ties by id). mAP@all normalised by all relevant items. Cached-feature numbers (view 0) "
              "unless marked ONNX.", "",
              "### Targets (issue 9, 64 bits)", "", "| target | goal | measured | met |", "|---|---|---|---|"]
     goals = [

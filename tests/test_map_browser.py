@@ -120,3 +120,79 @@ def test_map_click_and_box_search(server, browser):
     web.screenshot(SCREENSHOT)
     with Image.open(SCREENSHOT) as shot:
         assert shot.size[0] >= 1000
+
+
+def keys(web: WebDriver, text: str) -> None:
+    """Real key presses (to the focused page)."""
+    actions = [a for ch in text for a in ({"type": "keyDown", "value": ch}, {"type": "keyUp", "value": ch})]
+    web.call("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+    web.call("DELETE", "/actions")
+
+
+def hit_ids(web: WebDriver) -> list[int]:
+    return web.js("return Array.from(document.querySelectorAll('#hits .hit')).map(h => +h.dataset.id)")
+
+
+def test_map_marks_refine_find_all_and_dates(server, browser):
+    url, web = server, browser
+    web.state = lambda: map_state(web)  # what a timed-out wait shows
+    rasters = httpx.get(f"{url}/api/geo/rasters").json()["rasters"]
+    naip = next(r for r in rasters if r["name"] == NAIP)
+    web.open(url + "/map")
+    web.wait("return document.body.dataset.ready === '1'", "the rasters")
+    web.wait("const o = Array.from(document.querySelectorAll('img.leaflet-image-layer'));"
+             " return o.length === 2 && o.every(i => i.complete && i.naturalWidth > 0)", "the raster overlays")
+    # the date selector lists the dated acquisition (NAIP, from its file name); choosing it hides the others
+    options = web.js("return Array.from(document.querySelectorAll('#date option')).map(o => [o.value, o.textContent])")
+    assert options == [["", "all dates"], ["2020-04-15", "2020-04-15"]]
+    web.js("const s = document.getElementById('date'); s.value = '2020-04-15'; s.dispatchEvent(new Event('change'));")
+    assert web.js("return Array.from(document.querySelectorAll('img.leaflet-image-layer')).map(i => i.style.opacity)"
+                  ) == ["0", "1"]  # cogeo has no date: hidden; NAIP shown
+
+    w, s, e, n = naip["bounds"]
+    # zoom to the NAIP raster (again, until it holds: the page's own first view may still be settling)
+    web.wait(f"const m = window.rshashMap; if (m.getZoom() < 15) m.fitBounds([[{s}, {w}], [{n}, {e}]], "
+             "{animate: false}); return m.getZoom() >= 15 && !m._animatingZoom", "the map on the NAIP raster")
+    pointer(web, web.find("#map"), [offset_of(web, w + (e - w) * 0.3, s + (n - s) * 0.6)])
+    web.wait("return (document.getElementById('hits').dataset.query || '').startsWith('point:')", "the click search")
+    assert map_state(web)["error"] is None, map_state(web)
+    raster_names = web.js("return Array.from(document.querySelectorAll('#hits .raster')).map(e => e.textContent)")
+    assert raster_names and all(NAIP in t and "2020-04-15" in t for t in raster_names)  # NAIP chips only
+
+    # all dates again: marks on the hits of a search by an indexed chip (a click on a footprint does the same)
+    web.js("const s = document.getElementById('date'); s.value = ''; s.dispatchEvent(new Event('change'));")
+    web.js("window.rshashSearch({id: 1}, 'id:1');")
+    web.wait("return (document.getElementById('hits').dataset.query || '') === 'id:1'", "the id search")
+    first = hit_ids(web)
+    assert len(first) >= 4, map_state(web)
+    assert web.js("return document.getElementById('refine').disabled") is False  # the query's chip is a 'yes'
+
+    # mark with the buttons (real clicks) and with the keyboard on the selected hit
+    web.click(f'#hits .hit[data-id="{first[0]}"] .mark.yes')
+    web.click(f'#hits .hit[data-id="{first[1]}"] .mark.no')
+    web.click(f'#hits .hit[data-id="{first[2]}"] .meta')
+    keys(web, "n")
+    assert web.js("return document.getElementById('mark-count').textContent") == "1 yes · 2 no"
+    assert web.js("return document.querySelectorAll('path.mark-yes').length") == 1
+    assert web.js("return document.querySelectorAll('path.mark-no').length") == 2
+
+    web.click("#refine")
+    web.wait("return (document.getElementById('hits').dataset.query || '').startsWith('refine:')", "the refined search")
+    refined = hit_ids(web)
+    assert refined and set(refined).isdisjoint(first[:3]) and refined != first  # the layer changed
+    assert web.js("return document.querySelectorAll('path.mark-no').length") == 2  # marks kept across searches
+
+    # find all: one layer of merged areas; the slider's count follows the threshold
+    web.click("#find-all")
+    web.wait("return document.getElementById('found').dataset.count !== undefined", "find all")
+    count = int(web.js("return document.getElementById('found').dataset.count"))
+    assert web.js("return document.querySelectorAll('path.found-area').length") == int(
+        web.js("return document.getElementById('found').dataset.areas")) >= (1 if count else 0)
+    web.js("const t = document.getElementById('threshold'); t.value = '0'; t.dispatchEvent(new Event('input'));")
+    assert "at threshold 0" in web.js("return document.getElementById('found-count').textContent")
+    web.js("document.getElementById('threshold').dispatchEvent(new Event('change'));")
+    web.wait(f"return +document.getElementById('found').dataset.count > {count}", "a looser threshold finds more")
+    href = web.js("return document.getElementById('found-download').getAttribute('href')")
+    doc = httpx.get(url + href).json()
+    assert doc["type"] == "FeatureCollection" and sum(f["properties"]["chips"] for f in doc["features"]) > count
+    web.screenshot(Path("/tmp/rshash_map_marks.png"))

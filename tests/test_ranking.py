@@ -177,3 +177,34 @@ def test_a_file_indexed_twice_finds_its_own_path_first(index):
         assert index.search(index.get(i).path, k=2, rerank=False)[0].id == i
     ids = np.array([5, 3])
     assert two_stage_order(np.array([[0, 0]]), ids, 8, np.array([[1.0, 1.0]]), prefer=5)[0].tolist() == [0, 1]
+
+
+def test_the_reranks_weight_is_the_models_recorded_in_the_index(index, model_dir, tmp_path):
+    """A labelled model re-ranks at LABELLED_WEIGHT, a self-supervised one at SELF_SUPERVISED_WEIGHT; the index
+    records it at creation, an older index without the record takes its model's, and a search may override it."""
+    import sqlite3
+
+    from rshash.model import HashingModel, ModelConfig
+    from rshash.model_dir import save_model_dir
+    from rshash.ranking import LABELLED_WEIGHT, SELF_SUPERVISED_WEIGHT
+
+    assert LABELLED_WEIGHT != SELF_SUPERVISED_WEIGHT
+    assert index.rerank_weight == SELF_SUPERVISED_WEIGHT  # the fixture's model has no class names
+    hits = index.search(1, k=10)
+    expected = rerank_scores(np.array([h.distance for h in hits]), np.array([h.similarity for h in hits]), BITS,
+                             SELF_SUPERVISED_WEIGHT)
+    assert [h.score for h in hits] == pytest.approx(expected.tolist())
+    at_zero = index.search(1, k=10, weight=0.0)
+    assert [h.score for h in at_zero] == pytest.approx([h.distance / BITS for h in at_zero])
+
+    labelled = tmp_path / "labelled"
+    save_model_dir(labelled, HashingModel(ModelConfig(bits=BITS, class_names=["a", "b"])))
+    created = Index.create(tmp_path / "li", labelled)
+    assert created.rerank_weight == LABELLED_WEIGHT
+    created.close()
+    Index.create(tmp_path / "si", model_dir).close()
+    with sqlite3.connect(tmp_path / "si" / "meta.sqlite") as conn:  # an index made before the weight was recorded
+        conn.execute("DELETE FROM meta WHERE key = 'rerank_weight'")
+    reopened = Index.open(tmp_path / "si")
+    assert reopened.rerank_weight == SELF_SUPERVISED_WEIGHT  # its model's, not the labelled default
+    reopened.close()

@@ -287,7 +287,8 @@ def test_cli_rasters_search_geojson_csv(raster_index_dir, tmp_path, capsys):
     assert cli_main(["search", "--index", str(index_dir), f"--lonlat={lon},{lat}", "--k", "5",
                      "--geojson", str(gj), "--csv", str(table)]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].split() == ["rank", "dist", "sim", "id", "lon", "lat", "window", "raster"]
+    assert printed[0].split() == ["rank", "dist", "sim", "id", "lon", "lat", "date", "window", "raster"]
+    assert printed[1].split()[6] == "2020-04-15"  # the acquisition date from the file name
     doc = json.loads(gj.read_text())
     _check_feature_collection(doc)
     assert 1 <= len(doc["features"]) <= 5

@@ -122,7 +122,7 @@ class _Recorder:
     def __init__(self):
         self.calls: list[tuple[int | None, object]] = []
 
-    def search(self, vectors, params, *, ids=None, prefer=None):
+    def search(self, vectors, params, *, ids=None, prefer=None, negatives=(), feedback=False):
         self.calls.append((params.k, None if ids is None else list(ids)))
         return [Hit(i + 1, 10_000 + i, 0, "p", None, 0.0) for i in range(params.k or 0)]
 

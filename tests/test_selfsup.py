@@ -247,6 +247,11 @@ def test_main_job_raster_part(archive, tmp_path):
     assert len(hits) == 10 and all(h["raster"] for h in hits)
     geojson = json.loads(Path(examples["place_2010.tif"]["geojson"]).read_text())
     assert geojson["type"] == "FeatureCollection" and len(geojson["features"]) == 10
+    same = examples["place_2010.tif"]["same_place"]  # the queried chip in both acquisitions, by date
+    assert [r["datetime"][:4] for r in same] == ["2010", "2020"] and same[0]["window"] == same[1]["window"]
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out / "index.parquet").num_rows == 32  # the raster index, exported
     fingerprint = json.loads((out / "model" / "config.json").read_text())["fingerprint"]
     _raster_part(args, files, out, queries=())
     assert json.loads((out / "model" / "config.json").read_text())["fingerprint"] == fingerprint

@@ -8,7 +8,7 @@ import logging
 import sys
 
 #: Subcommand modules, in the order the help lists them.
-COMMANDS = ("data", "train", "quantize", "index", "search", "evaluate", "serve", "run")
+COMMANDS = ("data", "train", "quantize", "index", "search", "export", "evaluate", "serve", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:

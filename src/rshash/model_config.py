@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .io_utils import recover_directory
+from .ranking import default_weight
 
 #: Version of the model directory layout; bump on incompatible change.
 FORMAT_VERSION = 2
@@ -132,6 +133,12 @@ def model_sources(config: ModelConfig) -> list[dict[str, Any]]:
 def model_gsds(config: ModelConfig) -> list[float]:
     """The ground resolutions (metres, ascending, distinct) the model was trained at; empty if none is known."""
     return sorted({float(s["gsd"]) for s in model_sources(config) if s["gsd"] is not None})
+
+
+def model_rerank_weight(config: ModelConfig) -> float:
+    """The descriptor weight of the model's two-stage re-rank: chosen on validation separately for models
+    trained on labels and self-supervised ones (:func:`rshash.ranking.default_weight`)."""
+    return default_weight(bool(config.class_names))
 
 
 def read_config(model_dir: str | Path) -> ModelConfig:

@@ -18,6 +18,7 @@ from ..data.datasets import ImageRecord, SkipReport, class_names, load_records, 
 from ..data.splits import load_split
 from ..evaluation.protocols import METRIC_NOTES, RetrievalTask, all_vs_all, evaluate, protocol_a
 from ..evaluation.ranking import report_from_relevance
+from ..model_config import model_rerank_weight
 
 log = logging.getLogger("rshash.evaluate")
 
@@ -158,20 +159,23 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, out_dir: str | P
     names = class_names(records)
     labels = np.array([names.index(r.label) for r in records])
     task, used = choose_task(protocol, model_dir, records, max_queries)
-    analysis = analyse(codes, labels, names, task, descriptors)
+    weight = model_rerank_weight(encoder.config)
+    analysis = analyse(codes, labels, names, task, descriptors, weight)
     result = {
         "model": str(model_dir), "fingerprint": encoder.fingerprint, "bits": encoder.bits, "data": str(data_dir),
         "protocol": used, "task": task.summary(), "metrics": report_from_relevance(analysis.rel, task.ks),
         "metrics_hamming_only": evaluate(codes, labels, task, rerank=False),
         "metric_notes": METRIC_NOTES,
-        "ranking": "two-stage as the index: Hamming shortlist, re-ranked by the stored descriptors, ties by id "
+        "rerank_weight": weight,
+        "ranking": "two-stage as the index: Hamming shortlist, re-ranked by the stored descriptors at the model's "
+                   "weight, ties by id "
                    "(metrics_hamming_only: Hamming distance, ties by database order)",
         "per_class_ap": analysis.per_class_ap, "pr_curve": analysis.pr_curve,
         "images": len(records), "skipped": skipped.skipped, "report": str(out_dir / "index.html"),
     }
     multi = multi_hot(records)
     if multi is not None:  # relevance = at least one shared label, beside the single-label numbers
-        result["metrics_multilabel"] = evaluate(codes, multi[0], task, descriptors)
+        result["metrics_multilabel"] = evaluate(codes, multi[0], task, descriptors, weight=weight)
         result["metrics_multilabel_hamming_only"] = evaluate(codes, multi[0], task, rerank=False)
         result["multilabel_labels"] = multi[1]
     inputs = ReportInputs(

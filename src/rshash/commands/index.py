@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     action.add_argument("--images", type=Path, metavar="DIR_OR_MANIFEST", help="folder of images or CSV manifest")
     action.add_argument("--rasters", type=Path, nargs="+", metavar="FILE_OR_FOLDER",
                         help="georeferenced rasters (GeoTIFF / COG; folders searched recursively), tiled into chips")
+    action.add_argument("--stac", type=Path, metavar="ITEMS_OR_CATALOG.json",
+                        help="rasters described by a local STAC ItemCollection, Catalog or Collection (each Item's "
+                             "RGB GeoTIFF asset, its bands and date; remote hrefs skipped with the reason)")
     action.add_argument("--remove", type=int, nargs="+", metavar="ID", help="remove these image ids")
     action.add_argument("--remove-raster", metavar="ID_OR_PATH",
                         help="remove an indexed raster (by id, path or file name) with all its chips")
@@ -65,7 +68,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rasters.add_argument("--max-nodata", type=float, default=0.5,
                          help="skip chips with a larger fraction of nodata pixels (default 0.5)")
     rasters.add_argument("--max-chips", type=int, metavar="N", help="stop after N new chips (a partial run; resumable)")
+    rasters.add_argument("--datetime", type=_datetime, default="auto", metavar="auto|tiff|none|WHEN",
+                         help="acquisition time of the rasters: auto (default: from the file name, a YYYYMMDD date "
+                              "or a bare year), tiff (the TIFF date-time tag, often the processing date), none, or "
+                              "one time or interval for all of them (2020-04-15, 2020, 2019-06/2019-08)")
     parser.set_defaults(func=run)
+
+
+def _datetime(text: str) -> str:
+    from ..geo.dates import check_datetime_option
+
+    try:
+        return check_datetime_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _gsd(text: str) -> str | float:
@@ -112,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             return _remove_raster(index, args.remove_raster)
     if args.engine != "ray" and (args.address is not None or args.workers is not None):
         raise SystemExit("rshash index: --address and --workers go with --engine ray")
-    if args.rasters:
+    if args.rasters or args.stac:
         return _add_rasters(args)
     with Index.open_or_create(args.out, args.model, args.kind, args.backend, args.uri) as index:
         report = index.add_paths(args.images, batch_size=args.batch_size, engine=args.engine, address=args.address,
@@ -130,16 +146,27 @@ def run(args: argparse.Namespace) -> int:
 def _add_rasters(args: argparse.Namespace) -> int:
     from ..index import Index
 
+    options = dict(tile=args.tile, gsd=args.gsd, overlap=args.overlap, bands=args.bands, max_nodata=args.max_nodata,
+                   batch_size=args.batch_size, max_chips=args.max_chips, engine=args.engine, address=args.address,
+                   workers=args.workers, datetime=args.datetime)
+    if args.stac is not None and not args.stac.is_file():  # before an index is created
+        raise FileNotFoundError(f"no such STAC file: {args.stac}")
     with Index.open_or_create(args.out, args.model, args.kind, args.backend, args.uri) as index:
-        report = index.add_rasters(args.rasters, tile=args.tile, gsd=args.gsd, overlap=args.overlap, bands=args.bands,
-                                   max_nodata=args.max_nodata, batch_size=args.batch_size, max_chips=args.max_chips,
-                                   engine=args.engine, address=args.address, workers=args.workers)
+        if args.stac is not None:
+            report = index.add_stac(args.stac, **options)
+        else:
+            report = index.add_rasters(args.rasters, **options)
         stats = index.stats()
     report_path = args.out / REPORT_NAME
-    atomic_write_text(report_path, json.dumps({"rasters": [str(p) for p in args.rasters], **report.to_dict()}, indent=1))
+    given = {"stac": str(args.stac)} if args.stac is not None else {"rasters": [str(p) for p in args.rasters]}
+    atomic_write_text(report_path, json.dumps(given | report.to_dict(), indent=1))
     print(report.summary())
     for r in report.rasters:
+        when = r.get("datetime")
         print(f"  {Path(r['path']).name}: {r['added']} added of {r['chips_planned']} planned"
+              + (f" (STAC item {r['stac_item']})" if r.get("stac_item") else "")
+              + (f", acquired {when[:10]}" + (f"..{r['datetime_end'][:10]}" if r.get("datetime_end") else "")
+                 + f" ({r['datetime_source']})" if when else ", acquisition date unknown")
               + (f", tiled at {_metres(r['target_gsd'])} ({r['gsd_reason']})" if r.get("gsd_reason") else "")
               + (f", skipped {r['skipped']}" if r["skipped"] else "")
               + (f", replaced {r['replaced']['chips']} chip(s) of other tiling options" if r.get("replaced") else "")

@@ -136,11 +136,17 @@ def _raster_part(args: argparse.Namespace, files: list[Path], out: Path,
             hits = index.geo.search(query, 10)
             geojson = out / f"search-{path.stem}.geojson"
             write_geojson(geojson, hits)
+            same = index.geo.same_place(query.described["chip"])  # this place in every acquisition
             examples[path.name] = {"lonlat": [lon, lat], "geojson": str(geojson),
-                                   "results": [h.to_dict() for h in hits]}
+                                   "results": [h.to_dict() for h in hits], "same_place": same}
             print(f"\nplaces like lon {lon:.5f}, lat {lat:.5f} in {path.name} -> {geojson}")
             for h in hits[:5]:
-                print(f"  {h.rank:2d}  d={h.distance:3d}  lon {h.lon:.5f} lat {h.lat:.5f}  {Path(h.raster).name}")
+                print(f"  {h.rank:2d}  d={h.distance:3d}  lon {h.lon:.5f} lat {h.lat:.5f}  "
+                      f"{(h.datetime or '')[:10]}  {Path(h.raster).name}")
+            print("  the same place in every acquisition: "
+                  + ", ".join(f"{(r['datetime'] or '?')[:10]} (id {r['id']})" for r in same))
+        exported = index.export_geoparquet(out / "index.parquet", progress=False)
+        print(f"\nthe raster index as GeoParquet: {exported['path']} ({exported['rows']} items)")
     (out / "examples.json").write_text(json.dumps(examples, indent=1))
     print(f"\nmap of the raster index: .venv/bin/rshash serve --index {index_dir}  ->  http://127.0.0.1:8000/map")
     return examples

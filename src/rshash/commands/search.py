@@ -20,6 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="query image file (several, at most 100: positive examples searched together)")
     parser.add_argument("--id", type=int, action="append",
                         help="query by an item already in the index (itself excluded; repeatable: examples searched together)")
+    parser.add_argument("--not-id", type=int, action="append", metavar="ID",
+                        help="an indexed item marked 'no' (repeatable): relevance feedback with the examples as 'yes'")
+    parser.add_argument("--not-image", type=Path, action="append", metavar="IMAGE",
+                        help="an image marked 'no' (repeatable), as --not-id")
     place = parser.add_argument_group("places (indexes of raster chips)")
     place.add_argument("--lonlat", metavar="LON,LAT",
                        help="query by the indexed chip containing this point (longitude first; with a negative "
@@ -28,10 +32,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="query by this box of a raster, read and encoded now")
     place.add_argument("--raster", metavar="PATH", help="with --lonlat / --box: the raster to read (path, name or id)")
     place.add_argument("--aoi", metavar="LONMIN,LATMIN,LONMAX,LATMAX", help="only results inside this area of interest")
+    place.add_argument("--datetime", metavar="WHEN",
+                       help="only chips of rasters acquired then: 2020, 2020-04, 2020-04-15, 2009/2012, 2015/.. "
+                            "(rasters of unknown date are left out)")
+    place.add_argument("--same-place", type=int, metavar="ID",
+                       help="list the same place (footprint IoU >= 0.5) in every indexed acquisition, in date order")
     place.add_argument("--max-overlap", type=float, default=None,
                        help="suppress a hit overlapping a better one by more than this fraction (default 0.3)")
     place.add_argument("--geojson", type=Path, metavar="FILE", help="write the results as a GeoJSON FeatureCollection")
     place.add_argument("--csv", type=Path, metavar="FILE", help="write the results as CSV (lon, lat, then the fields)")
+    place.add_argument("--stac", type=Path, metavar="FILE",
+                       help="write the results as a STAC ItemCollection (each chip's asset: its raster and window)")
     parser.add_argument("--k", type=int, help="number of results (default 20; with --radius: no limit)")
     parser.add_argument("--radius", type=int, help="every image within this Hamming distance instead of the k nearest")
     parser.add_argument("--offset", type=int, default=0,
@@ -46,15 +57,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _is_geo(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.lonlat, args.box, args.aoi, args.geojson, args.csv, args.max_overlap))
+    return any(v is not None for v in (args.lonlat, args.box, args.aoi, args.geojson, args.csv, args.max_overlap,
+                                       args.datetime, args.stac))
 
 
 def run(args: argparse.Namespace) -> int:
     from ..index import Index
 
-    kinds = sum(x is not None for x in (args.lonlat, args.box)) + bool(args.query or args.id)
+    kinds = sum(x is not None for x in (args.lonlat, args.box, args.same_place)) + bool(args.query or args.id)
     if kinds != 1:
-        raise ValueError("give one query: QUERY_IMAGE..., --id N (repeatable), --lonlat LON,LAT or --box ...")
+        raise ValueError("give one query: QUERY_IMAGE..., --id N (repeatable), --lonlat LON,LAT, --box ... "
+                         "or --same-place ID")
+    if args.same_place is not None:
+        return _run_same_place(args)
     if args.k is not None and args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.raster is not None and args.lonlat is None and args.box is None:
@@ -62,23 +77,41 @@ def run(args: argparse.Namespace) -> int:
     if _is_geo(args):
         return _run_geo(args)
     examples = list(args.id or []) + list(args.query)
+    negatives = _negatives(args)
     query = examples[0] if len(examples) == 1 else examples
     labels = None if args.label is None else [None if x == "(unlabelled)" else x for x in args.label]
     k = args.k if args.radius is not None else (args.k or 20)
     with Index.open(args.index, args.model) as index:
-        hits = index.search(query, k, radius=args.radius, rerank=args.rerank == "on", labels=labels,
-                            offset=args.offset)
+        options = {"radius": args.radius, "rerank": args.rerank == "on", "labels": labels, "offset": args.offset}
+        if negatives:
+            hits = index.search_examples(examples, negatives, k, **options)
+        else:
+            hits = index.search(query, k, **options)
         model_gsd = index.model_gsds
     if args.json:
         described = {"id": args.id[0] if len(args.id) == 1 else args.id} if args.id else {}
         if args.query:
             described["image"] = str(args.query[0]) if len(args.query) == 1 else [str(q) for q in args.query]
+        described |= _described_negatives(args)
         out = {"index": str(args.index), "model_gsd": model_gsd, "query": described, "k": args.k,
                "radius": args.radius, "rerank": args.rerank == "on", "labels": args.label}
         print(json.dumps(out | {"results": [asdict(h) for h in hits]}, indent=1))
     else:
         print(_table(hits))
     return 0
+
+
+def _negatives(args: argparse.Namespace) -> list:
+    """The examples marked 'no' (ids, then image paths as strings)."""
+    negatives = list(args.not_id or []) + [str(p) for p in args.not_image or []]
+    if negatives and (args.lonlat is not None or args.box is not None):
+        raise ValueError("--not-id / --not-image go with --id or QUERY_IMAGE examples")
+    return negatives
+
+
+def _described_negatives(args: argparse.Namespace) -> dict:
+    return ({"not_ids": list(args.not_id)} if args.not_id else {}) | (
+        {"not_images": [str(p) for p in args.not_image]} if args.not_image else {})
 
 
 def _run_geo(args: argparse.Namespace) -> int:
@@ -91,7 +124,8 @@ def _run_geo(args: argparse.Namespace) -> int:
     k = args.k if args.radius is not None else (args.k or 20)
     options = {"radius": args.radius, "rerank": args.rerank == "on", "labels": labels,
                "aoi": None if args.aoi is None else parse_box(args.aoi),
-               "max_overlap": MAX_OVERLAP if args.max_overlap is None else args.max_overlap, "offset": args.offset}
+               "max_overlap": MAX_OVERLAP if args.max_overlap is None else args.max_overlap, "offset": args.offset,
+               "datetime": args.datetime}
     with Index.open(args.index, args.model) as index:
         if args.lonlat is not None:
             query = index.geo.point_query(*parse_lonlat(args.lonlat), raster=args.raster)
@@ -99,35 +133,69 @@ def _run_geo(args: argparse.Namespace) -> int:
             query = index.geo.box_query(parse_box(args.box), raster=args.raster)
         else:
             query = index.geo.examples_query(list(args.id or []) + [str(q) for q in args.query])
+        negatives = _negatives(args)
+        if negatives:
+            options["negatives"] = index.geo.examples_query(negatives)
         hits = index.geo.search(query, k, **options)
         model_gsd = index.model_gsds
+        rasters = {r["id"]: r for r in index.rasters()} if args.stac is not None else {}
+    if args.stac is not None:
+        from ..geo.stac import hits_collection
+        from ..io_utils import atomic_write_text
+
+        atomic_write_text(args.stac, json.dumps(hits_collection(hits, rasters), indent=1))
     if args.geojson is not None:
         footprints.write_geojson(args.geojson, hits)
     if args.csv is not None:
         footprints.write_csv(args.csv, hits)
     if args.json:
-        out = {"index": str(args.index), "model_gsd": model_gsd, "query": query.described, "k": args.k,
-               "radius": args.radius, "aoi": options["aoi"], "rerank": args.rerank == "on"}
+        out = {"index": str(args.index), "model_gsd": model_gsd, "query": query.described | _described_negatives(args),
+               "k": args.k,
+               "radius": args.radius, "aoi": options["aoi"], "datetime": args.datetime, "rerank": args.rerank == "on"}
         print(json.dumps(out | {"results": [h.to_dict() for h in hits]}, indent=1))
     else:
         print(_geo_table(hits))
         print(f"model resolution: {model_resolution(model_gsd)}")
-    for path in (args.geojson, args.csv):
+    for path in (args.geojson, args.csv, args.stac):
         if path is not None:
             print(f"wrote {len(hits)} results to {path}")
     return 0
 
 
+def _run_same_place(args: argparse.Namespace) -> int:
+    """The same place in every indexed acquisition of an indexed chip, in date order."""
+    from ..index import Index
+
+    with Index.open(args.index, args.model) as index:
+        rows = index.geo.same_place(args.same_place)
+    if args.json:
+        print(json.dumps({"index": str(args.index), "same_place": args.same_place, "results": rows}, indent=1))
+        return 0
+    table = [("date", "id", "iou", "window", "raster")] + [
+        (_date(r["datetime"], r["datetime_end"]), str(r["id"]), f"{r['iou']:.2f}", ",".join(map(str, r["window"])),
+         Path(r["raster"]).name) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in table))
+    return 0
+
+
+def _date(start: str | None, end: str | None) -> str:
+    """A raster's acquisition for a table: the day, or ``START..END`` days for an interval, ``-`` unknown."""
+    if start is None:
+        return "-"
+    return start[:10] if end is None else f"{start[:10]}..{end[:10]}"
+
+
 def _geo_table(hits: list) -> str:
-    """Fixed-width columns: rank, distance, similarity, id, lon, lat, raster window, raster name."""
-    rows = [("rank", "dist", "sim", "id", "lon", "lat", "window", "raster")]
+    """Fixed-width columns: rank, distance, similarity, id, lon, lat, date, raster window, raster name."""
+    rows = [("rank", "dist", "sim", "id", "lon", "lat", "date", "window", "raster")]
     for h in hits:
         rows.append((str(h.rank), str(h.distance), "-" if h.similarity is None else f"{h.similarity:.3f}", str(h.id),
                      "-" if h.lon is None else f"{h.lon:.6f}", "-" if h.lat is None else f"{h.lat:.6f}",
-                     "-" if h.window is None else ",".join(map(str, h.window)),
+                     _date(h.datetime, h.datetime_end), "-" if h.window is None else ",".join(map(str, h.window)),
                      Path(h.raster).name if h.raster else h.path))
-    widths = [max(len(r[i]) for r in rows) for i in range(7)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:7], widths)) + "  " + r[7] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(8)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:8], widths)) + "  " + r[8] for r in rows]
     return "\n".join(lines) if hits else "no results"
 
 

@@ -23,15 +23,16 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from ..geo import tables
+from ..geo.dates import Acquired, acquisition, check_datetime_option
 from ..geo.digest import raster_sha256
 from ..geo.source import RasterError, RasterSource, open_raster, raster_paths
 from ..geo.tiling import MODEL_GSD_M, TilingOptions, chip_path, window_key
@@ -239,10 +240,26 @@ def remove_rasters(store: Store, raster_ids: Sequence[int]) -> int:
     return len(items)
 
 
+@dataclass(frozen=True)
+class RasterOverride:
+    """What a catalogue says of one raster file: bands read as R, G, B, and its acquisition time."""
+
+    bands: Sequence[int] | None = None
+    acquired: Acquired | None = None
+    about: Mapping[str, Any] = field(default_factory=dict)  # added to the raster's report entry (e.g. its Item id)
+
+
 def add_rasters(store: Store, engine: Engine, paths: Iterable[str | Path] | str | Path, lock: threading.RLock,
                 options: TilingOptions, out_size: int, *, batch_size: int = 32, progress: bool = True,
-                max_chips: int | None = None, gsd_default: Sequence[float] | None = None) -> RasterAddReport:
+                max_chips: int | None = None, gsd_default: Sequence[float] | None = None,
+                datetime: str | None = None, overrides: Mapping[Path, RasterOverride] | None = None) -> RasterAddReport:
     """Tile, encode and commit every raster of ``paths`` batch by batch; return what was done.
+
+    ``datetime``: where each raster's acquisition time comes from (:func:`rshash.geo.dates.acquisition`:
+    ``auto``/None = the file name, ``tiff``, ``none``, or one time or interval for all); a time found is
+    recorded on the raster row (also for a raster indexed before), none found leaves the row as it was.
+    ``overrides``: per raster file, what a catalogue says of it (bands read as R, G, B unless ``options`` give
+    bands; its acquisition time, before ``datetime``); see :mod:`rshash.geo.stac`.
 
     ``max_chips`` stops after that many new chips (benchmarks; the report says ``limited``). ``gsd="auto"``
     tiles each raster at the model resolution nearest its own (:func:`model_gsds`; ``gsd_default`` for an
@@ -251,6 +268,7 @@ def add_rasters(store: Store, engine: Engine, paths: Iterable[str | Path] | str 
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    check_datetime_option(datetime)
     files = raster_paths(paths)
     store.run(tables.create_tables, write=True)
     target = model_gsds(store, gsd_default)
@@ -262,9 +280,15 @@ def add_rasters(store: Store, engine: Engine, paths: Iterable[str | Path] | str 
                 report.limited = True
                 break
             overall.set_postfix_str(f"{path.name[:30]}: hashing, sampling stretch")
+            override = (overrides or {}).get(path, RasterOverride())
+            opts = options if override.bands is None or options.bands is not None else replace(
+                options, bands=tuple(override.bands))
             with CollapsedWarnings(path.name) as warned:
-                entry = _add_path(store, engine, path, lock, report, options.source_options(target, out_size),
-                                  options, batch_size, progress, None if max_chips is None else max_chips - report.added)
+                entry = _add_path(store, engine, path, lock, report, opts.source_options(target, out_size),
+                                  opts, batch_size, progress, None if max_chips is None else max_chips - report.added,
+                                  datetime, override.acquired)
+            if entry is not None and override.about:
+                entry.update(override.about)
             if entry is not None and warned.counts:
                 entry["warnings"] = dict(warned.counts)
             overall.update(1)
@@ -273,13 +297,22 @@ def add_rasters(store: Store, engine: Engine, paths: Iterable[str | Path] | str 
 
 def _add_path(store: Store, engine: Engine, path: Path, lock: threading.RLock, report: RasterAddReport,
               source_options: dict, options: TilingOptions, batch_size: int, progress: bool,
-              budget: int | None) -> dict | None:
-    """Index one raster file; a raster that cannot be opened or read (no chip committed) is a logged skip
-    (None returned)."""
+              budget: int | None, datetime: str | None = None, acquired: Acquired | None = None) -> dict | None:
+    """Index one raster file and record its acquisition time; a raster that cannot be opened or read (no chip
+    committed) is a logged skip (None returned)."""
     try:
         with open_raster(path, **source_options) as source:
             source.info = info_with_sha(source.info, raster_sha256(path))  # a VRT's sources count too
-            return _add_one(store, engine, RasterChips(source, options), lock, report, batch_size, progress, budget)
+            when = acquired or acquisition(path, datetime, source.ds.tags() if datetime == "tiff" else None)
+            entry = _add_one(store, engine, RasterChips(source, options), lock, report, batch_size, progress, budget)
+            if entry is not None and entry["raster_id"] is not None and when is not None:
+                with lock:
+                    store.run(lambda conn: tables.set_raster_time(conn, entry["raster_id"], when.start, when.end),
+                              write=True)
+            if entry is not None:
+                entry |= when.to_dict() if when is not None else {"datetime": None, "datetime_end": None,
+                                                                  "datetime_source": None}
+            return entry
     except RasterError as exc:
         reason = str(exc)
     except READ_ERRORS as exc:

@@ -23,6 +23,7 @@ from PIL import Image
 from ..codes import hamming_matrix, pack_codes
 from ..data.images import UnreadableImage, load_rgb
 from ..io_utils import atomic_directory
+from ..ranking import DEFAULT_WEIGHT
 from .metrics import average_precision, pr_curve_by_radius, relevance_matrix
 from .protocols import METRIC_NOTES, RetrievalTask, ranked_positions
 
@@ -45,13 +46,14 @@ class Analysis:
 
 
 def analyse(codes: np.ndarray, labels: np.ndarray, class_names: Sequence[str], task: RetrievalTask,
-            descriptors: np.ndarray | None = None) -> Analysis:
-    """Rank the task's database for every query as the index does (re-ranked when ``descriptors`` are given)."""
+            descriptors: np.ndarray | None = None, weight: float = DEFAULT_WEIGHT) -> Analysis:
+    """Rank the task's database for every query as the index does (re-ranked at ``weight`` when ``descriptors``
+    are given)."""
     packed, bits = pack_codes(codes), codes.shape[1]
     q_labels, db_labels = labels[task.queries], labels[task.database]
     dist = hamming_matrix(packed[task.queries], packed[task.database]).astype(np.int64)
     exclude = task.exclude_self_mask()
-    order = ranked_positions(codes, task, descriptors, rerank=descriptors is not None)
+    order = ranked_positions(codes, task, descriptors, rerank=descriptors is not None, weight=weight)
     rel = relevance_matrix(q_labels, db_labels, order)
     ap = average_precision(rel)
     relevant = relevance_matrix(q_labels, db_labels, np.broadcast_to(np.arange(len(db_labels)), dist.shape))

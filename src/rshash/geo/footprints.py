@@ -66,6 +66,24 @@ def to_polygon(footprint: Any) -> Any:
     return geom if geom.is_valid else shapely.make_valid(geom)
 
 
+def to_polygons(footprints: Sequence[Any]) -> list[Any]:
+    """:func:`to_polygon` of each footprint; GeoJSON Polygons without holes (every chip footprint but those
+    split at the antimeridian) are built together, one ``shapely.polygons`` call per ring length."""
+    out: list[Any] = [None] * len(footprints)
+    groups: dict[int, list[int]] = {}
+    for i, f in enumerate(footprints):
+        if isinstance(f, Mapping) and f.get("type") == "Polygon" and len(f.get("coordinates", ())) == 1:
+            groups.setdefault(len(f["coordinates"][0]), []).append(i)
+        else:
+            out[i] = to_polygon(f)
+    for length, idx in groups.items():
+        polys = shapely.polygons(np.asarray([footprints[i]["coordinates"][0] for i in idx], dtype=np.float64))
+        valid = shapely.is_valid(polys)
+        for i, poly, ok in zip(idx, polys, valid):
+            out[i] = poly if ok else shapely.make_valid(poly)
+    return out
+
+
 # --------------------------------------------------------------------------- overlap suppression
 
 
@@ -99,26 +117,48 @@ def overlap(a: Any, b: Any, measure: str = "fraction") -> float:
     return inter / smaller if smaller > 0 else 0.0
 
 
+def overlap_fractions(a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+    """:func:`overlap` (``"fraction"``) of shapely geometries pairwise, ``a[k]`` with ``b[k]``, vectorised; a pair
+    GEOS cannot intersect gets 0, as in :func:`overlap_area`."""
+    a, b = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    if not len(a):
+        return np.zeros(0)
+    try:
+        inter = shapely.area(shapely.intersection(a, b))
+    except shapely.errors.GEOSException:  # unrepairable geometry somewhere: pair by pair
+        inter = np.array([overlap_area(x, y) for x, y in zip(a, b)])
+    smaller = np.minimum(shapely.area(a), shapely.area(b))
+    return np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1.0), 0.0)
+
+
 def suppress_overlaps(footprints: Sequence[Any], max_overlap: float, measure: str = "fraction") -> list[int]:
     """Indices of the footprints to keep, in rank order: a footprint overlapping an already kept one by more
-    than ``max_overlap`` (see :func:`overlap`) is dropped. A footprint that is None is always kept."""
-    polys = [to_polygon(f) for f in footprints]
+    than ``max_overlap`` (see :func:`overlap`) is dropped. A footprint that is None is always kept. The
+    intersecting pairs come from one STRtree query and their overlaps from one vectorised computation."""
+    polys = to_polygons(footprints)
     present = [i for i, p in enumerate(polys) if p is not None]
-    tree = shapely.STRtree([polys[i] for i in present]) if present else None
+    too_close: dict[int, set[int]] = {}
+    if present:
+        arr = np.asarray([polys[i] for i in present], dtype=object)
+        try:
+            left, right = shapely.STRtree(arr).query(arr, predicate="intersects")
+        except shapely.errors.GEOSException:  # unrepairable geometry: every pair
+            grid = np.array([(x, y) for x in range(len(arr)) for y in range(len(arr))]).reshape(-1, 2).T
+            left, right = grid[0], grid[1]
+        later = left > right  # each pair once: the lower-ranked one is what may be dropped
+        left, right = left[later], right[later]
+        if measure == "fraction":
+            frac = overlap_fractions(arr[left], arr[right])
+        else:
+            frac = np.array([overlap(x, y, measure) for x, y in zip(arr[left], arr[right])])
+        for i, j in zip(left[frac > max_overlap].tolist(), right[frac > max_overlap].tolist()):
+            too_close.setdefault(present[i], set()).add(present[j])
     kept: list[int] = []
     kept_set: set[int] = set()
-    for i, poly in enumerate(polys):
-        if poly is None:
+    for i in range(len(polys)):
+        if not too_close.get(i, set()) & kept_set:
             kept.append(i)
-            continue
-        try:
-            hits = [present[j] for j in tree.query(poly, predicate="intersects")]
-        except shapely.errors.GEOSException:  # unrepairable geometry: test it against every kept one
-            hits = list(kept_set)
-        if any(j in kept_set and overlap(poly, polys[j], measure) > max_overlap for j in hits):
-            continue
-        kept.append(i)
-        kept_set.add(i)
+            kept_set.add(i)
     return kept
 
 

@@ -27,14 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..index.query import Queries, is_id
+from ..feedback import FIND_ALL_THRESHOLD
 from ..ranking import DEFAULT_SHORTLIST
 from ..index.search import QueryVectors, Searcher, SearchParams, as_examples, check_examples
 from ..index.store import Store
 from . import tables
 from .crs import footprint_lonlat, has_lonlat, wrap_lon
-from .footprints import (box_polygon, footprint_bbox, overlap, overlap_area, polygon_geometry, suppress_overlaps,
-                         to_polygon)
+from .dates import parse_range
+from .footprints import (box_polygon, footprint_bbox, overlap, overlap_area, overlap_fractions, polygon_geometry,
+                         suppress_overlaps, to_polygon, to_polygons)
 from .reader import RasterReaders
 from .source import RasterError
 
@@ -54,6 +58,10 @@ MAX_AOI_CHIPS = 500_000
 #: Extra hits fetched beyond ``4 * (offset + k)`` to make up for those dropped as the query's own place or as
 #: near-duplicates; a second (last) pass fetches up to 4 times more when too few places are left.
 FETCH_MARGIN = 200
+#: "Find all" scores at most this many candidates (the best by the feedback ranking).
+FIND_ALL_MAX = 10_000
+#: Two chips show the same place when their footprints' intersection over union reaches this.
+SAME_PLACE_IOU = 0.5
 Box = tuple[float, float, float, float]
 
 
@@ -86,6 +94,8 @@ class GeoHit:
     window: tuple[int, int, int, int] | None  # col_off, row_off, width, height (raster pixels)
     path: str
     label: str | None
+    datetime: str | None = None  # the raster's acquisition (ISO UTC start; see rshash.geo.dates)
+    datetime_end: str | None = None  # its end for an interval (a year), None for an instant
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,7 +191,8 @@ class GeoSearch:
             out.append({"id": row["id"], "path": row["path"], "name": Path(row["path"]).name, "width": row["width"],
                         "height": row["height"], "crs": row["crs"], "gsd": row["gsd"], "bands": row["bands"],
                         "dtype": row["dtype"], "stretch": row["stretch"], "chips": row["chips"], "bounds": bounds,
-                        "footprint": footprint, "transform": row["transform"], "sha256": row["sha256"]})
+                        "footprint": footprint, "transform": row["transform"], "sha256": row["sha256"],
+                        "datetime": row.get("datetime"), "datetime_end": row.get("datetime_end")})
         return out
 
     def raster_id(self, raster: int | str | Path | None) -> int | None:
@@ -317,10 +328,15 @@ class GeoSearch:
 
     def search(self, query: GeoQuery, k: int | None = 20, *, aoi: Sequence[float] | None = None,
                radius: int | None = None, max_overlap: float | None = MAX_OVERLAP, rerank: bool = True,
-               offset: int = 0, **options: Any) -> list[GeoHit]:
+               offset: int = 0, datetime: str | None = None, negatives: GeoQuery | None = None,
+               **options: Any) -> list[GeoHit]:
         """The ``k`` best places for ``query`` (``k=None`` with a radius: all within it), after ``offset``.
 
-        ``aoi``: only chips whose bounds intersect this lon/lat box (see :meth:`aoi_ids`). ``max_overlap``:
+        ``aoi``: only chips whose bounds intersect this lon/lat box (see :meth:`aoi_ids`). ``datetime``: only
+        chips of rasters acquired then (``2020``, ``2020-04-15``, ``2009/2012``, ``2015/..``: see
+        :func:`rshash.geo.dates.parse_range`; rasters of unknown date are left out). ``negatives``: examples
+        of what is not wanted (marked "no"): relevance feedback, see
+        :func:`rshash.index.search.rank_feedback`. ``max_overlap``:
         near-duplicate threshold (None: keep overlapping hits). Hits overlapping the query's own footprint are
         dropped. Bounded: one search of ``min(4 * (offset + k) + FETCH_MARGIN, window)`` hits (window: the
         re-ranked ``max(shortlist, offset + k)``), and a second, last one of the whole window only when too
@@ -335,18 +351,88 @@ class GeoSearch:
             raise ValueError(f"offset + k must be within the re-ranked window of {shortlist} results, "
                              f"got offset {offset} and k {k}")
         ids = None if aoi is None else self.aoi_ids(aoi)
+        if datetime is not None:
+            lo, hi = parse_range(datetime)
+            dated = self._read(lambda conn: tables.ids_in_time(conn, lo, hi), [])
+            ids = dated if ids is None else sorted(set(ids).intersection(dated))
         own = [to_polygon(f) for f in query.footprints]
         wanted = None if k is None else offset + k
         window = None if wanted is None else max(shortlist, wanted)
         fetch = None if wanted is None else min(4 * wanted + FETCH_MARGIN, window)
         while True:
-            hits = self.searcher.search(query.examples, SearchParams(fetch, radius, rerank, **options), ids=ids)
+            hits = self.searcher.search(query.examples, SearchParams(fetch, radius, rerank, **options), ids=ids,
+                                        negatives=() if negatives is None else negatives.examples)
             places = self._places(hits, own, max_overlap)
             if fetch is None or len(hits) < fetch or len(places) >= wanted or fetch >= window:
                 break
             fetch = window  # the second and last pass
         places = places[offset:] if k is None else places[offset : offset + k]
         return [dataclasses.replace(p, rank=offset + i + 1) for i, p in enumerate(places)]
+
+    def find_all(self, query: GeoQuery, negatives: GeoQuery | None = None, *,
+                 threshold: float = FIND_ALL_THRESHOLD, aoi: Sequence[float] | None = None,
+                 datetime: str | None = None, limit: int = FIND_ALL_MAX, **options: Any) -> dict:
+        """Every place like the query's examples (and unlike the negatives) scoring at most ``threshold`` (the
+        standardised feedback score of :func:`rshash.index.search.rank_feedback`), as one layer: touching or
+        overlapping chip footprints merged into areas.
+
+        Returns ``threshold``, ``count`` (chips kept), ``scores`` (every candidate's score, ascending, at most
+        ``limit``: a slider shows how many a threshold keeps), ``ids`` (the chips kept, best first) and
+        ``areas``: a GeoJSON FeatureCollection of the merged areas (properties: ``chips``, ``best_score``)."""
+        from shapely import STRtree, unary_union
+
+        ids = None if aoi is None else self.aoi_ids(aoi)
+        if datetime is not None:
+            lo, hi = parse_range(datetime)
+            dated = self._read(lambda conn: tables.ids_in_time(conn, lo, hi), [])
+            ids = dated if ids is None else sorted(set(ids).intersection(dated))
+        hits = self.searcher.search(query.examples, SearchParams(limit, None, **options), ids=ids,
+                                    negatives=() if negatives is None else negatives.examples, feedback=True)
+        kept = [h for h in hits if h.score <= threshold]
+        chips = self.chips([h.id for h in kept])
+        polys = [(h, to_polygon(chips[h.id]["footprint"])) for h in kept
+                 if h.id in chips and chips[h.id]["footprint"] is not None]
+        features = []
+        if polys:
+            merged = unary_union([p for _, p in polys])
+            parts = list(getattr(merged, "geoms", [merged]))
+            tree = STRtree(parts)
+            members: dict[int, list] = {}
+            for h, poly in polys:
+                found = tree.query(poly.representative_point(), predicate="intersects")
+                if len(found):
+                    members.setdefault(int(found[0]), []).append(h)
+            for i, part in enumerate(parts):
+                inside = members.get(i, [])
+                features.append({"type": "Feature", "geometry": polygon_geometry(part),
+                                 "properties": {"chips": len(inside), "ids": [h.id for h in inside],
+                                                "best_score": min((h.score for h in inside), default=None)}})
+            features.sort(key=lambda f: (f["properties"]["best_score"] is None, f["properties"]["best_score"]))
+        return {"threshold": threshold, "count": len(kept), "scores": [round(h.score, 4) for h in hits],
+                "ids": [h.id for h in kept], "areas": {"type": "FeatureCollection", "features": features}}
+
+    def same_place(self, item_id: int, min_iou: float = SAME_PLACE_IOU) -> list[dict]:
+        """The same place in every indexed acquisition: per raster (other than the chip's own), the chip whose
+        footprint has the largest IoU with this one if it reaches ``min_iou``, in date order (unknown dates
+        last, then by raster id). Each entry: ``id``, ``raster_id``, ``raster``, ``datetime``,
+        ``datetime_end``, ``iou``, ``footprint``, ``window``; the chip itself is among them, with IoU 1."""
+        chip = self.chips([int(item_id)]).get(int(item_id))
+        if chip is None or chip["footprint"] is None:
+            raise PlaceNotIndexed(f"item {item_id} is not a raster chip with a lon/lat footprint")
+        best: dict[int, tuple[float, dict]] = {}
+        for other in self.chips(self.ids_in_box(footprint_bbox(chip["footprint"]))).values():
+            raster_id = int(other["raster_id"])
+            if raster_id == int(chip["raster_id"]) or other["footprint"] is None:
+                continue
+            iou = overlap(chip["footprint"], other["footprint"], "iou")
+            held = best.get(raster_id)
+            if iou >= min_iou and (held is None or (iou, -other["item_id"]) > (held[0], -held[1]["item_id"])):
+                best[raster_id] = (iou, other)
+        rows = [(1.0, chip)] + list(best.values())
+        out = [{"id": int(c["item_id"]), "raster_id": int(c["raster_id"]), "raster": c["raster_path"],
+                "datetime": c["datetime"], "datetime_end": c["datetime_end"], "iou": round(float(iou), 4),
+                "footprint": c["footprint"], "window": list(c["window"])} for iou, c in rows]
+        return sorted(out, key=lambda r: (r["datetime"] is None, r["datetime"] or "", r["raster_id"]))
 
     def aoi_ids(self, aoi: Sequence[float]) -> list[int] | None:
         """The chip ids of an area of interest, as the search's allowed set: ``None`` (no filter) when it
@@ -379,20 +465,32 @@ class GeoSearch:
         return cached[1]
 
     def _places(self, hits: list, own: list, max_overlap: float | None) -> list[GeoHit]:
+        from shapely import STRtree
+
         chips = self.chips([h.id for h in hits])
+        with_place = [i for i, c in chips.items() if c["footprint"] is not None]
+        polygons = dict(zip(with_place, to_polygons([chips[i]["footprint"] for i in with_place])))
+        own_place: set[int] = set()  # hits overlapping the query's own footprint(s): one query, one computation
+        if own and with_place:
+            mine = np.asarray(own, dtype=object)
+            placed = np.asarray([polygons[i] for i in with_place], dtype=object)
+            left, right = STRtree(mine).query(placed, predicate="intersects")
+            frac = overlap_fractions(placed[left], mine[right])
+            own_place = {with_place[k] for k in left[frac > SELF_OVERLAP].tolist()}
         places = []
         for h in hits:
             c = chips.get(h.id)
             fp = None if c is None else c["footprint"]
-            if fp is not None and own and any(overlap(fp, o) > SELF_OVERLAP for o in own):
+            if h.id in own_place:
                 continue
             places.append(GeoHit(
                 h.rank, h.id, h.distance, h.score, h.similarity,
                 None if c is None else c["lon"], None if c is None else c["lat"], fp,
                 None if c is None else c["raster_path"], None if c is None else int(c["raster_id"]),
-                None if c is None else tuple(int(v) for v in c["window"]), h.path, h.label))
+                None if c is None else tuple(int(v) for v in c["window"]), h.path, h.label,
+                None if c is None else c["datetime"], None if c is None else c["datetime_end"]))
         if max_overlap is not None:
-            keep = suppress_overlaps([p.footprint for p in places], max_overlap)
+            keep = suppress_overlaps([polygons.get(p.id) for p in places], max_overlap)
             places = [places[i] for i in keep]
         return places
 

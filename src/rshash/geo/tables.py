@@ -34,7 +34,7 @@ _SCHEMA = (
     status TEXT NOT NULL DEFAULT 'complete',  -- 'partial' until every window was read (see RASTER_STATUSES)
     reason TEXT,               -- why a partial raster stopped (a read error), NULL otherwise
     tiling TEXT,               -- JSON: tile, gsd, overlap, bands, max_nodata it was cut with; NULL: unknown
-    datetime TEXT,             -- ISO 8601 acquisition time (start); NULL: unknown (not used yet)
+    datetime TEXT,             -- ISO 8601 UTC acquisition time (start; see rshash.geo.dates); NULL: unknown
     datetime_end TEXT,         -- ISO 8601 end of the acquisition interval; NULL: an instant or unknown
     UNIQUE (path, sha256)
 )""",
@@ -122,6 +122,25 @@ def set_raster_status(conn: sqlite3.Connection, raster_id: int, status: str, rea
     if status not in RASTER_STATUSES:
         raise ValueError(f"raster status is one of {RASTER_STATUSES}, got {status!r}")
     conn.execute("UPDATE rasters SET status = ?, reason = ? WHERE id = ?", (status, reason, int(raster_id)))
+
+
+def set_raster_time(conn: sqlite3.Connection, raster_id: int, start: str | None, end: str | None) -> None:
+    """Record a raster's acquisition time (ISO UTC start, end or None; both None: unknown). No commit."""
+    conn.execute("UPDATE rasters SET datetime = ?, datetime_end = ? WHERE id = ?", (start, end, int(raster_id)))
+
+
+def ids_in_time(conn: sqlite3.Connection, lo: str | None, hi: str | None) -> list[int]:
+    """Ids of the chips whose raster's acquisition meets ``[lo, hi]`` (ISO UTC, None: open), ascending; chips
+    of rasters with no known time never do."""
+    sql = "SELECT c.item_id FROM chips c JOIN rasters r ON r.id = c.raster_id WHERE r.datetime IS NOT NULL"
+    args: list[str] = []
+    if lo is not None:
+        sql += " AND COALESCE(r.datetime_end, r.datetime) >= ?"
+        args.append(lo)
+    if hi is not None:
+        sql += " AND r.datetime <= ?"
+        args.append(hi)
+    return [int(r[0]) for r in conn.execute(sql + " ORDER BY c.item_id", args)]
 
 
 def raster_ids_by_path(conn: sqlite3.Connection, path: str) -> list[int]:
@@ -265,7 +284,8 @@ def get_chips(conn: sqlite3.Connection, item_ids: Sequence[int]) -> list[dict[st
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         cur = conn.execute(
-            f"SELECT c.*, r.path AS raster_path, r.crs AS raster_crs FROM chips c JOIN rasters r ON r.id = c.raster_id "
+            f"SELECT c.*, r.path AS raster_path, r.crs AS raster_crs, r.datetime AS datetime, "
+            f"r.datetime_end AS datetime_end FROM chips c JOIN rasters r ON r.id = c.raster_id "
             f"WHERE c.item_id IN ({', '.join('?' * len(chunk))})", chunk)
         names = [d[0] for d in cur.description]
         for row in cur:

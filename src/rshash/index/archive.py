@@ -29,14 +29,14 @@ from ..encoding.items import ImageFiles
 from ..encoding.local import LocalEngine
 from ..encoding.report import AddReport
 from ..model_config import has_model, read_config
-from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT
+from ..ranking import DEFAULT_SHORTLIST
 from .backends import backend_meta, check_backend_kind, open_backend
 from .backends.faiss import check_kind
 from .live import LiveCodes
 from .model_check import ModelMismatchError, ModelSource, check_model, model_identity  # noqa: F401 (re-exported)
-from .model_check import gsd_meta, model_resolutions, recorded_gsds
+from .model_check import RERANK_WEIGHT_KEY, gsd_meta, model_resolutions, model_weight, recorded_gsds, recorded_weight
 from .query import Queries, Query
-from .search import Hit, QueryVectors, Searcher, SearchParams
+from .search import Hit, QueryVectors, Searcher, SearchParams, check_examples
 from .store import DB_NAME, FORMAT_VERSION, ImageMeta, Store
 from .vectors import VectorTable
 
@@ -68,11 +68,14 @@ class Index:
         self._kind = check_kind(meta["kind"])
         self._encoder: Encoder | None = None
         self.descriptor_dims = int(meta["descriptor_dims"])
+        #: Descriptor weight of the two-stage re-rank when a search gives none: its model's (see
+        #: :func:`rshash.model_config.model_rerank_weight`).
+        self.rerank_weight = recorded_weight(meta, self.model_dir)
         self.backend = meta.get("backend", "faiss")  # where the Hamming shortlist comes from (see .backends)
         self._live = LiveCodes(store, self._kind, self.bits, self.descriptor_dims, open_backend(path, meta))
         self._lock = threading.RLock()  # writes in this process (add, remove, set_kind)
         self.queries = Queries(store, self.bits, lambda: self.encoder, f"the index {path}")
-        self._searcher = Searcher(store, self._live, self.bits)
+        self._searcher = Searcher(store, self._live, self.bits, self.rerank_weight)
         self._attach_model(model)
 
     # ------------------------------------------------------------------ lifecycle
@@ -102,6 +105,7 @@ class Index:
             "model_dir": str(model_dir),
             "created_at": now(),
             **gsd_meta(model_resolutions(model)),
+            RERANK_WEIGHT_KEY: str(model_weight(model)),
             **backend_rows,
         }
         Store.create(path / DB_NAME, meta).close()
@@ -244,6 +248,8 @@ class Index:
         engine: str = "local",
         address: str | None = None,
         workers: int | None = None,
+        datetime: str | None = None,
+        overrides: dict | None = None,
     ) -> "RasterAddReport":
         """Tile georeferenced rasters (files or folders) into chips and add them: each chip is an item with its
         footprint, window and raster recorded (see :mod:`rshash.encoding.chips`); ``gsd="auto"`` tiles at the
@@ -254,17 +260,41 @@ class Index:
         No raster stops the run: one that cannot be read is skipped with its reason (``report.skipped``), one
         with read errors part-way keeps its chips and is marked ``partial`` (resumed by the next run); a raster
         indexed before with other tiling options has its chips replaced (the report entry's ``replaced``).
-        ``engine``, ``address``, ``workers``: see :meth:`add`."""
+        ``engine``, ``address``, ``workers``: see :meth:`add`. ``datetime``: each raster's acquisition time
+        (``auto``/None: from its file name, ``YYYYMMDD`` or a bare year; ``tiff``: its TIFF date-time tag;
+        ``none``; or one time or ``START/END`` interval for all of them), see :mod:`rshash.geo.dates`."""
         from ..encoding.chips import add_rasters
         from ..geo.tiling import TilingOptions
 
         options = TilingOptions(tile, gsd, overlap, None if bands is None else tuple(bands), max_nodata)
         report = add_rasters(self._store, self._engine(engine, address, workers), paths, self._lock, options,
                              self._input_size(), batch_size=batch_size, progress=progress, max_chips=max_chips,
-                             gsd_default=model_resolutions(self.model_dir))
+                             gsd_default=model_resolutions(self.model_dir), datetime=datetime,
+                             overrides=overrides)
         if "geo" in self.__dict__:  # rasters replaced or removed: reopen what is read next
             self.geo.readers.close()
         self._live.update_now()
+        return report
+
+    def add_stac(self, catalogue: str | Path, **options: Any) -> "RasterAddReport":
+        """Index the rasters a local STAC ItemCollection, Catalog, Collection or Item describes (see
+        :mod:`rshash.geo.stac`): each Item's RGB (or visual) GeoTIFF asset, read with the bands its ``eo:bands``
+        / ``bands`` name red, green, blue (unless ``bands`` is given), dated by the Item's date-time. Items
+        without a usable local asset are skipped with the reason (``report.skipped``). ``options``: those of
+        :meth:`add_rasters`."""
+        from ..encoding.chips import RasterOverride
+        from ..encoding.report import RasterAddReport
+        from ..geo.stac import read_stac
+
+        rasters = read_stac(catalogue)
+        usable = [r for r in rasters if r.path is not None]
+        overrides = {r.path.absolute(): RasterOverride(r.bands, r.acquired, {
+            "stac_item": r.item_id, "stac_asset": r.asset, "stac_gsd": r.gsd}) for r in usable}
+        report = self.add_rasters([r.path for r in usable], overrides=overrides, **options) if usable \
+            else RasterAddReport()
+        for r in rasters:
+            if r.path is None:
+                report.add(f"{catalogue}#{r.item_id}", f"STAC item {r.item_id}: {r.reason}")
         return report
 
     def remove(self, ids: Iterable[int]) -> list[int]:
@@ -310,7 +340,7 @@ class Index:
         rerank: bool = True,
         labels: Sequence[str | None] | None = None,
         shortlist: int = DEFAULT_SHORTLIST,
-        weight: float = DEFAULT_WEIGHT,
+        weight: float | None = None,
         ids: Iterable[int] | None = None,
         offset: int = 0,
     ) -> list[Hit]:
@@ -321,7 +351,8 @@ class Index:
         query never returns itself; an image that is in the index comes back first.
         ``radius``: every image within that Hamming distance (inclusive, exact), at most
         ``k`` of them (``k=None``: all, only with a radius; the ``shortlist`` nearest are re-ranked, the rest
-        follow in Hamming order). ``labels``: only images with one of these labels
+        follow in Hamming order). ``weight``: the descriptor's weight in the re-rank (None: the model's,
+        :attr:`rerank_weight`). ``labels``: only images with one of these labels
         (``None`` in the list: unlabelled ones), filtered inside the index. ``ids``: only these items (e.g.
         the chips in an area of interest), filtered the same way. ``offset``: skip that many results (a page;
         ``offset + k <= shortlist``). A list of queries is several examples (at most
@@ -332,6 +363,27 @@ class Index:
         params.check(self.bits)
         vectors = self.queries.vectors(query)
         return self._searcher.search(vectors, params, ids=ids, prefer=self.queries.indexed_id_of_file(query))
+
+    def search_examples(self, positives: Sequence[Query], negatives: Sequence[Query] = (), k: int | None = 20, *,
+                        ids: Iterable[int] | None = None, **options: Any) -> list[Hit]:
+        """Items like the ``positives`` and unlike the ``negatives`` (each an indexed id, an image path, uint8 RGB
+        pixels or a code; at most :data:`~.search.MAX_EXAMPLES` together, counted before any is encoded).
+
+        Relevance feedback (:func:`~.search.rank_feedback`): every item of an index up to 10^5 (or of ``ids`` up
+        to 10^6) and the positives' shortlists are candidates, scored by the positives' mean two-stage score
+        (the multi-example score of :meth:`search`) and, with negatives, blended with a logistic regression
+        fitted on the examples (:mod:`rshash.feedback`); the examples themselves are never returned. ``options``
+        (``radius``, ``rerank``, ``labels``, ``shortlist``, ``weight``, ``offset``) as in :meth:`search`; a hit's
+        ``score`` is the standardised feedback score (lower is better)."""
+        positives, negatives = list(positives), list(negatives)
+        check_examples(len(positives) + len(negatives))
+        if not positives:
+            raise ValueError("give at least one positive example")
+        params = SearchParams(k, **options)
+        params.check(self.bits)
+        pos = [self.queries.vectors(q) for q in positives]
+        neg = [self.queries.vectors(q) for q in negatives]
+        return self._searcher.search(pos, params, ids=ids, negatives=neg, feedback=True)
 
     def search_by_id(self, id: int, k: int | None = 20, exclude_self: bool = True, **options) -> list[Hit]:
         """The ``k`` best images for an indexed one ("more like this"), itself excluded unless
@@ -413,6 +465,16 @@ class Index:
         """The ground resolutions (metres) the index's model was trained at, as the index records them (None
         for an index made before they were recorded that has no raster yet)."""
         return recorded_gsds(self._store.meta())
+
+    def export_geoparquet(self, path: str | Path, *, progress: bool = True) -> dict:
+        """Write every item (footprint, date, raster window, label, code, descriptor) to a GeoParquet 1.1 file,
+        from one snapshot of the index; see :mod:`.geoparquet`. Returns rows, chips, bytes and path."""
+        from .geoparquet import write_geoparquet
+
+        model = {"fingerprint": self.fingerprint, "bits": self.bits, "descriptor_dims": self.descriptor_dims,
+                 "model_gsds": self.model_gsds, "rerank_weight": self.rerank_weight, "kind": self._kind,
+                 "index_format_version": FORMAT_VERSION}
+        return self._store.run(lambda conn: write_geoparquet(conn, path, model, progress=progress))
 
     def stats(self) -> dict:
         """Size, model, kind and storage footprint (JSON-serialisable)."""

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
 
-from ..model_config import model_gsds, read_config
+from ..model_config import model_gsds, model_rerank_weight, read_config
+from ..ranking import DEFAULT_WEIGHT
 
 if TYPE_CHECKING:  # the encoder imports onnxruntime; checking a model directory never needs it
     from ..encoder import Encoder
@@ -69,3 +70,23 @@ def check_model(model: ModelSource, index_path: Path, bits: int, fingerprint: st
             "not comparable: pass that model, or build a new index"
         )
     return model_dir
+
+
+#: Index meta key: the re-rank weight of the index's model (:func:`rshash.model_config.model_rerank_weight`).
+RERANK_WEIGHT_KEY = "rerank_weight"
+
+
+def model_weight(model: ModelSource) -> float:
+    """The re-rank weight of an Encoder or a model directory (not loaded)."""
+    return model_rerank_weight(read_config(model) if isinstance(model, (str, Path)) else model.config)
+
+
+def recorded_weight(meta: dict, model_dir: Path) -> float:
+    """The re-rank weight an index searches with: recorded at creation; for an index made before it was, its
+    model's (the default for a labelled model when the model cannot be read)."""
+    if RERANK_WEIGHT_KEY in meta:
+        return float(meta[RERANK_WEIGHT_KEY])
+    try:
+        return model_weight(model_dir)
+    except (OSError, ValueError):
+        return DEFAULT_WEIGHT

@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, cosine_similarity, rerank_scores, two_stage_order
+from ..codes import hamming_matrix
+from ..feedback import FEEDBACK_BACKGROUND, FEEDBACK_BACKGROUND_WEIGHT, FEEDBACK_HALF, FEEDBACK_WEIGHT, Feedback, blend, features, fit_classifier, positive_scores
+from ..feedback import decision as decide
 from .backends.base import CodeBackend
 from .vectors import VectorTable
 
@@ -31,6 +34,10 @@ from .vectors import VectorTable
 MAX_EXAMPLES = 100
 #: Rows whose descriptor similarity (or Hamming distance, for several examples) is computed at once.
 SIMILARITY_CHUNK = 16384
+#: A search with negative examples scores every item of an index up to this size (every allowed item, e.g. an
+#: area of interest, up to :data:`EXHAUSTIVE_ALLOWED`), besides the union of the positives' shortlists.
+EXHAUSTIVE_ITEMS = 100_000
+EXHAUSTIVE_ALLOWED = 1_000_000
 
 if TYPE_CHECKING:
     from .live import LiveCodes
@@ -85,8 +92,14 @@ class SearchParams:
     exclude: Sequence[int] = field(default_factory=tuple)  # ids never returned (a query by id: itself)
     prefer: int | None = None  # an id that wins exact ties (a query file's own indexed item)
     shortlist: int = DEFAULT_SHORTLIST
-    weight: float = DEFAULT_WEIGHT
+    weight: float | None = None  # descriptor weight of the re-rank (None: the searcher's, i.e. the model's)
     offset: int = 0  # results skipped (a page: offset + k within the re-ranked window)
+
+    @property
+    def rerank_weight(self) -> float:
+        """The weight the re-rank uses: the one given, else a labelled model's default (a searcher fills in its
+        model's before ranking)."""
+        return DEFAULT_WEIGHT if self.weight is None else self.weight
 
     @property
     def window(self) -> int:
@@ -180,7 +193,7 @@ def rank(
         sim = np.zeros(len(ids), dtype=np.float32)
         sim[head] = similarities(table, descriptor, table.positions(ids[head]))[0]
     order = two_stage_order(dist[None], ids, bits, None if sim is None else sim[None], rerank=rerank,
-                            shortlist=params.window, weight=params.weight, prefer=params.prefer)[0]
+                            shortlist=params.window, weight=params.rerank_weight, prefer=params.prefer)[0]
     order = order[_page(params, len(order))]
     ids, dist = ids[order], dist[order]
     if sim is None:
@@ -188,7 +201,7 @@ def rank(
     sim = sim[order]
     if len(order) > params.window:  # past the window (a radius without k): similarities of these results only
         sim[params.window :] = similarities(table, descriptor, table.positions(ids[params.window :]))[0]
-    return Ranked(ids, dist, rerank_scores(dist, sim, bits, params.weight), sim)
+    return Ranked(ids, dist, rerank_scores(dist, sim, bits, params.rerank_weight), sim)
 
 
 def rank_examples(
@@ -216,13 +229,91 @@ def rank_examples(
         dist[chunk] = d.min(axis=0)
         if rerank:
             s = similarities(table, descriptors, pos[chunk])
-            score[chunk] = rerank_scores(d, s, bits, params.weight).mean(axis=0)
+            score[chunk] = rerank_scores(d, s, bits, params.rerank_weight).mean(axis=0)
             sim[chunk] = s.mean(axis=0)
         else:
             score[chunk] = (d / bits).mean(axis=0)
     keys = (ids, dist, score) if sim is None else (ids, dist, -sim, score)
     order = np.lexsort(keys)[_page(params, len(ids))]
     return Ranked(ids[order], dist[order], score[order], None if sim is None else sim[order])
+
+
+def rank_feedback(
+    positives: Sequence[QueryVectors], negatives: Sequence[QueryVectors], params: SearchParams, codes: CodeBackend,
+    table: VectorTable, allowed: np.ndarray | None, bits: int, *, half: int = FEEDBACK_HALF,
+    background: int = FEEDBACK_BACKGROUND, background_weight: float = FEEDBACK_BACKGROUND_WEIGHT,
+) -> tuple[Ranked, Feedback]:
+    """Positive and negative examples (relevance feedback, :mod:`rshash.feedback`).
+
+    Candidates: the union of the positives' shortlists, and every item when the index holds at most
+    :data:`EXHAUSTIVE_ITEMS` (every allowed one, up to :data:`EXHAUSTIVE_ALLOWED`); the examples' own ids never.
+    Score (lower is better, standardised over the candidates: 0 is the mean candidate, -2 two standard
+    deviations better): the positives' mean two-stage score, blended with a logistic regression fitted on the
+    examples' codes and descriptors when there are negatives (the descriptor block left out when an example
+    has none or re-rank is off);
+    distance: the smallest to a positive; similarity: the mean to the positives. Ties by score, then
+    distance, then id. A radius keeps the candidates within it of some positive. ``half``: see
+    :func:`rshash.feedback.classifier_weight`."""
+    if allowed is None and len(table) <= EXHAUSTIVE_ITEMS:
+        ids = table.ids  # every item: the shortlists are in it
+    elif allowed is not None and len(allowed) <= EXHAUSTIVE_ALLOWED:
+        ids = np.unique(np.asarray(allowed, dtype=np.int64))
+        ids = ids[np.isin(ids, table.ids)]
+    else:
+        found = [candidates(e.code, params, codes, table, allowed)[0] for e in positives]
+        ids = np.unique(np.concatenate(found))
+        ids = ids[np.isin(ids, table.ids)]
+    ids = ids[~np.isin(ids, np.asarray(params.exclude, dtype=np.int64))]
+    examples = list(positives) + list(negatives)
+    with_desc = params.rerank and all(e.descriptor is not None for e in examples)
+    mark_desc = (lambda es: np.stack([np.asarray(e.descriptor) for e in es])) if with_desc else (lambda es: None)
+    mark_codes = lambda es: np.stack([np.asarray(e.code, dtype=np.uint8) for e in es])  # noqa: E731
+    pos = table.positions(ids)
+    weights = None
+    if negatives:
+        rows = np.random.default_rng(0).choice(pos, size=min(background, len(pos)), replace=False)
+        weights = fit_classifier(features(mark_codes(positives), mark_desc(positives), bits),
+                                 features(mark_codes(negatives), mark_desc(negatives), bits),
+                                 features(table.codes[rows], table.descriptors[rows] if with_desc else None, bits),
+                                 background_weight)
+    query_codes = mark_codes(positives)
+    pos_desc = mark_desc(positives)
+    # the classifier's descriptor block rides along with the positives' descriptors: one conversion per chunk
+    queries = pos_desc if weights is None or not with_desc else np.vstack(
+        [pos_desc.astype(np.float32), weights[0][None, : pos_desc.shape[1]]])
+    dist = np.empty(len(ids), dtype=np.int32)
+    base = np.empty(len(ids), dtype=np.float64)
+    decision = np.empty(len(ids), dtype=np.float64)
+    sim = np.empty(len(ids), dtype=np.float32) if with_desc else None
+    for start in range(0, len(ids), SIMILARITY_CHUNK):
+        chunk = slice(start, start + SIMILARITY_CHUNK)
+        rows = table.codes[pos[chunk]]
+        d = hamming_matrix(query_codes, rows)  # (P, n)
+        dist[chunk] = d.min(axis=0)
+        s_all = cosine_similarity(queries, table.descriptors[pos[chunk]], table.norms[pos[chunk]]) if with_desc \
+            else None
+        s = None if s_all is None else s_all[: len(positives)]
+        base[chunk] = positive_scores(d, s, bits, params.rerank_weight)
+        if s is not None:
+            sim[chunk] = s.mean(axis=0)
+        if weights is not None:
+            decision[chunk] = decide(rows, bits, *weights, None if s_all is None else s_all[len(positives)])
+    if params.radius is not None:
+        inside = dist <= params.radius
+        ids, dist, base, decision = ids[inside], dist[inside], base[inside], decision[inside]
+        sim = None if sim is None else sim[inside]
+    if weights is None:  # standardised too, so that one find-all threshold fits every query
+        score, _ = blend(base, np.zeros_like(base), 0, half)
+        used = Feedback(len(positives), 0, 0.0)
+    else:
+        score, alpha = blend(base, decision, len(examples), half)
+        used = Feedback(len(positives), len(negatives), alpha)
+    wanted = len(ids) if params.k is None else min(len(ids), params.offset + params.k)
+    head = np.arange(len(ids))
+    if 0 < wanted < len(ids):  # only the page is ordered: every candidate scoring at most the wanted-th one
+        head = np.flatnonzero(score <= np.partition(score, wanted - 1)[wanted - 1])
+    order = head[np.lexsort((ids[head], dist[head], score[head]))][_page(params, len(head))]
+    return Ranked(ids[order], dist[order], score[order], None if sim is None else sim[order]), used
 
 
 class Searcher:
@@ -232,26 +323,38 @@ class Searcher:
     results only. Shared by the :class:`~.archive.Index` facade and :mod:`rshash.geo.search`.
     """
 
-    def __init__(self, store: "Store", live: "LiveCodes", bits: int):
+    def __init__(self, store: "Store", live: "LiveCodes", bits: int, weight: float = DEFAULT_WEIGHT):
         self._store = store
         self._live = live
         self.bits = bits
+        self.weight = weight  # the re-rank weight of searches that give none
 
     def search(self, vectors: QueryVectors | Sequence[QueryVectors], params: SearchParams, *,
-               ids: Iterable[int] | None = None, prefer: int | None = None) -> list[Hit]:
+               ids: Iterable[int] | None = None, prefer: int | None = None,
+               negatives: Sequence[QueryVectors] = (), feedback: bool = False) -> list[Hit]:
         """The results of ``params`` for ``vectors`` (checked), only among ``ids`` if given.
 
         A sequence is several examples (at most :data:`MAX_EXAMPLES`; see :func:`rank_examples`); the ids
-        they are made of are excluded. ``prefer`` (one example only) wins exact ties."""
+        they are made of are excluded. ``prefer`` (one example only) wins exact ties. ``negatives``: examples
+        of what is not wanted (relevance feedback, :func:`rank_feedback`; positives and negatives together at
+        most :data:`MAX_EXAMPLES`); ``feedback``: that ranking also without negatives. A feedback search without a
+        weight uses :data:`rshash.feedback.FEEDBACK_WEIGHT`."""
         examples = as_examples(vectors)
+        negatives = tuple(negatives)
+        check_examples(len(examples) + len(negatives))
         params.check(self.bits)
-        exclude = tuple(dict.fromkeys(i for e in examples for i in e.exclude))
-        params = replace(params, exclude=exclude, prefer=prefer if len(examples) == 1 else None)
+        exclude = tuple(dict.fromkeys(i for e in examples + negatives for i in e.exclude))
+        default = FEEDBACK_WEIGHT if negatives or feedback else self.weight
+        params = replace(params, exclude=exclude, prefer=prefer if len(examples) == 1 else None,
+                         weight=default if params.weight is None else params.weight)
         allowed = self._store.ids_with_labels(params.labels) if params.labels is not None else None
         if ids is not None:
             chosen = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
             allowed = chosen if allowed is None else np.intersect1d(allowed, chosen)
         with self._live.reading() as (codes, table):  # shared with other searches; parameters are per call
+            if negatives or feedback:
+                ranked, _ = rank_feedback(examples, negatives, params, codes, table, allowed, self.bits)
+                return self.hits(ranked, params.offset)
             if len(examples) > 1:
                 return self.hits(rank_examples(examples, params, codes, table, allowed, self.bits), params.offset)
             found, dist = candidates(examples[0].code, params, codes, table, allowed)

@@ -1,6 +1,7 @@
 // rshash map page: indexed rasters as image overlays (warped by the server), click or shift-drag to search,
-// hits as footprints coloured by distance, thumbnails in the side list, GeoJSON download. Offline: Leaflet is
-// vendored and no tile layer is used.
+// hits as footprints coloured by distance, thumbnails in the side list, GeoJSON download; one acquisition
+// date at a time; hits marked yes / no (kept across searches), refine, and "find all" above a threshold as
+// one layer of merged areas. Offline: Leaflet is vendored and no tile layer is used.
 "use strict";
 
 (function () {
@@ -12,9 +13,16 @@
 
   const hitLayer = L.layerGroup().addTo(map);
   const queryLayer = L.layerGroup().addTo(map);
+  const markLayer = L.layerGroup().addTo(map);
+  const foundLayer = L.layerGroup().addTo(map);
   let hitShapes = new Map(); // id -> Leaflet layer
   let lastUrl = null;
   let seq = 0;
+  let lastHits = new Map(); // id -> hit of the results shown
+  let baseIds = []; // indexed ids the last search was made of (a point's chip, ids): 'yes' when refining
+  const marks = new Map(); // id -> {yes: bool, footprint}
+  const overlays = []; // {layer, outline, datetime}
+  let foundScores = [];
 
   // Distance -> colour: green (nearest hit shown) to amber to red (farthest hit shown).
   function colour(distance, minDistance, maxDistance) {
@@ -45,14 +53,24 @@
     const data = await r.json();
     $("stats").textContent = `${data.rasters.length} raster${data.rasters.length === 1 ? "" : "s"}, ` +
       `${data.chips} chips indexed`;
+    const dates = new Map(); // filter value -> label
     for (const raster of data.rasters) {
+      if (raster.datetime) dates.set(dateFilter(raster), dateLabel(raster));
       if (!raster.overlay) continue;
       const [w, s, e, n] = raster.overlay.bounds;
-      L.imageOverlay(raster.overlay.url, [[s, w], [n, eastOf(w, e)]], { opacity: 1, interactive: false, className: "raster" })
-        .addTo(map);
+      const layer = L.imageOverlay(raster.overlay.url, [[s, w], [n, eastOf(w, e)]],
+        { opacity: 1, interactive: false, className: "raster" }).addTo(map);
       const [bw, bs, be, bn] = raster.bounds;
-      L.rectangle([[bs, bw], [bn, eastOf(bw, be)]], { color: "#555", weight: 1, fill: false, interactive: false })
-        .bindTooltip(raster.name).addTo(map);
+      const outline = L.rectangle([[bs, bw], [bn, eastOf(bw, be)]], { color: "#555", weight: 1, fill: false,
+        interactive: false }).bindTooltip(raster.name + (raster.datetime ? ` (${dateLabel(raster)})` : "")).addTo(map);
+      overlays.push({ layer, outline, filter: raster.datetime ? dateFilter(raster) : null });
+    }
+    const select = $("date");
+    for (const [value, label] of [...dates.entries()].sort()) {
+      const o = document.createElement("option");
+      o.value = value;
+      o.textContent = label;
+      select.append(o);
     }
     if (data.bounds) {
       const [w, s, e, n] = data.bounds;
@@ -61,10 +79,34 @@
     document.body.dataset.ready = "1";
   }
 
+  // A raster's acquisition as a date filter (the day, or START/END of an interval) and as a label.
+  const day = (iso) => iso.slice(0, 10);
+  function dateFilter(r) { return r.datetime_end ? `${day(r.datetime)}/${day(r.datetime_end)}` : day(r.datetime); }
+  function dateLabel(r) {
+    if (!r.datetime_end) return day(r.datetime);
+    const [a, b] = [day(r.datetime), day(r.datetime_end)];
+    return a.endsWith("-01-01") && b.endsWith("-12-31") && a.slice(0, 4) === b.slice(0, 4) ? a.slice(0, 4) : `${a} – ${b}`;
+  }
+
+  // One acquisition at a time: the other dates' overlays are hidden and searches are filtered to it.
+  $("date").addEventListener("change", () => {
+    const value = $("date").value;
+    for (const o of overlays) {
+      const show = !value || o.filter === value;
+      o.layer.setOpacity(show ? 1 : 0);
+      o.outline.setStyle({ opacity: show ? 1 : 0.2 });
+    }
+    document.body.dataset.date = value;
+  });
+
   function params(extra) {
-    const p = new URLSearchParams(extra);
+    const p = new URLSearchParams();
+    for (const [key, value] of Object.entries(extra)) {
+      for (const v of Array.isArray(value) ? value : [value]) p.append(key, v);
+    }
     p.set("k", $("k").value || "20");
     if ($("radius").value !== "") p.set("radius", $("radius").value);
+    if ($("date").value) p.set("datetime", $("date").value);
     if ($("aoi-view").checked) {
       const b = map.getBounds();
       const [west, east] = lonBox(b);
@@ -73,7 +115,99 @@
     return p;
   }
 
-  async function search(extra, label) {
+  // ------------------------------------------------------------------ marks, refine, find all
+
+  const yesIds = () => [...marks.entries()].filter(([, m]) => m.yes).map(([id]) => id);
+  const noIds = () => [...marks.entries()].filter(([, m]) => !m.yes).map(([id]) => id);
+  function positives() { return [...new Set([...baseIds, ...yesIds()])].filter((id) => !noIds().includes(id)); }
+
+  function drawMarks() {
+    markLayer.clearLayers();
+    for (const [id, m] of marks) {
+      if (!m.footprint) continue;
+      const c = m.yes ? "#1a9850" : "#d73027";
+      const shape = L.geoJSON(m.footprint, { style: { color: c, weight: 3, fill: false, dashArray: m.yes ? null : "3 3" },
+        interactive: false });
+      shape.addTo(markLayer);
+      shape.eachLayer((l) => { const el = l.getElement(); if (el) { el.classList.add(m.yes ? "mark-yes" : "mark-no"); el.dataset.id = id; } });
+    }
+    const [y, n] = [yesIds().length, noIds().length];
+    $("mark-count").textContent = y + n ? `${y} yes · ${n} no` : "no marks";
+    $("refine").disabled = positives().length === 0;
+    $("find-all").disabled = positives().length === 0;
+    $("clear-marks").disabled = y + n === 0;
+    for (const li of document.querySelectorAll("#hits .hit")) {
+      const m = marks.get(+li.dataset.id);
+      li.classList.toggle("marked-yes", !!m && m.yes);
+      li.classList.toggle("marked-no", !!m && !m.yes);
+      li.querySelector(".mark.yes").classList.toggle("on", !!m && m.yes);
+      li.querySelector(".mark.no").classList.toggle("on", !!m && !m.yes);
+    }
+  }
+
+  function mark(id, yes) {
+    const current = marks.get(id);
+    if (current && current.yes === yes) marks.delete(id); // pressing it again unmarks
+    else marks.set(id, { yes, footprint: (lastHits.get(id) || current || {}).footprint || null });
+    drawMarks();
+  }
+
+  function refine() {
+    const pos = positives();
+    if (!pos.length) { setError("mark at least one hit 'yes' to refine"); return; }
+    search({ id: pos, not_id: noIds() }, `refine:${pos.length}+/${noIds().length}-`, pos);
+  }
+
+  async function findAll() {
+    const pos = positives();
+    if (!pos.length) { setError("mark at least one hit 'yes' to find all"); return; }
+    const p = params({ id: pos, not_id: noIds(), threshold: $("threshold").value });
+    p.delete("k");
+    const url = `/api/geo/find_all?${p}`;
+    setError(null);
+    setStatus("finding all…");
+    document.body.classList.add("busy");
+    try {
+      const r = await fetch(url);
+      const body = await r.json();
+      if (!r.ok) throw new Error(body.detail || `HTTP ${r.status}`);
+      foundScores = body.scores;
+      foundLayer.clearLayers();
+      const shape = L.geoJSON(body.areas, { style: { color: "#6a3d9a", weight: 2, fillColor: "#6a3d9a", fillOpacity: 0.3 } });
+      shape.addTo(foundLayer);
+      shape.eachLayer((l) => { const el = l.getElement(); if (el) el.classList.add("found-area"); });
+      $("found").hidden = false;
+      const areas = body.areas.features.length;
+      $("found-count").textContent = `${body.count} chips in ${areas} area${areas === 1 ? "" : "s"} (threshold ${body.threshold})`;
+      $("found-download").href = url + "&format=geojson";
+      $("found").dataset.count = body.count;
+      $("found").dataset.areas = body.areas.features.length;
+      setStatus(`found ${body.count} chips in ${body.query_ms} ms`);
+    } catch (err) {
+      setError(String(err.message || err));
+    } finally {
+      document.body.classList.remove("busy");
+    }
+  }
+
+  // The slider shows at once how many candidates a threshold keeps; releasing it asks for the layer again.
+  $("threshold").addEventListener("input", () => {
+    const t = +$("threshold").value;
+    $("found-count").textContent = `${foundScores.filter((v) => v <= t).length} chips at threshold ${t}`;
+  });
+  $("threshold").addEventListener("change", () => { if (!$("find-all").disabled) findAll(); });
+  $("refine").addEventListener("click", refine);
+  $("find-all").addEventListener("click", findAll);
+  $("clear-marks").addEventListener("click", () => { marks.clear(); foundLayer.clearLayers(); $("found").hidden = true; drawMarks(); });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.closest && ev.target.closest("input, select, textarea")) return;
+    const active = document.querySelector(".hit.active");
+    if ((ev.key === "y" || ev.key === "n") && active) mark(+active.dataset.id, ev.key === "y");
+    else if (ev.key === "r") refine();
+    else if (ev.key === "f") findAll();
+  });
+
+  async function search(extra, label, base) {
     const mine = ++seq;
     const p = params(extra);
     const url = `/api/geo/search?${p}`;
@@ -86,6 +220,8 @@
       if (mine !== seq) return; // a newer search started meanwhile
       if (!r.ok) throw new Error(body.detail || `HTTP ${r.status}`);
       lastUrl = url;
+      const q = body.query || {};
+      baseIds = base || (q.ids ? q.ids : q.id != null ? [q.id] : q.chip != null ? [q.chip] : []);
       show(body, label);
     } catch (err) {
       if (mine !== seq) return;
@@ -115,6 +251,7 @@
     const distances = body.results.map((h) => h.distance);
     const minDistance = Math.min(...distances), maxDistance = Math.max(...distances);
     const list = $("hits");
+    lastHits = new Map(body.results.map((h) => [h.id, h]));
     for (const h of body.results) {
       const c = colour(h.distance, minDistance, maxDistance);
       if (h.footprint) {
@@ -143,11 +280,23 @@
       const line3 = document.createElement("div");
       line3.className = "raster";
       line3.textContent = h.raster ? `${h.raster} [${(h.window || []).join(",")}]` : `item ${h.id}`;
+      if (h.datetime) line3.textContent += ` · ${dateLabel(h)}`;
       meta.append(line1, line2, line3);
-      li.append(img, meta);
+      const buttons = document.createElement("div");
+      for (const [yes, text] of [[true, "✓"], [false, "✗"]]) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = `mark ${yes ? "yes" : "no"}`;
+        b.textContent = text;
+        b.title = yes ? "yes: like this (y)" : "no: not like this (n)";
+        b.addEventListener("click", (ev) => { ev.stopPropagation(); mark(h.id, yes); });
+        buttons.append(b);
+      }
+      li.append(img, meta, buttons);
       li.addEventListener("click", () => focusHit(h));
       list.append(li);
     }
+    drawMarks();
     list.dataset.query = label;
     setStatus(`${body.count} result${body.count === 1 ? "" : "s"} in ${body.query_ms} ms`);
     const link = $("download");
@@ -201,5 +350,6 @@
   });
 
   window.rshashSearch = search;
+  window.rshashMarks = marks;
   loadRasters().catch((err) => setError(`cannot load the rasters: ${err.message || err}`));
 })();

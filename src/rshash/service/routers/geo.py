@@ -32,6 +32,8 @@ from shapely.errors import GEOSException
 from starlette.concurrency import run_in_threadpool
 
 from ...geo import footprints
+from ...feedback import FIND_ALL_THRESHOLD
+from ...geo.dates import parse_range
 from ...geo.overlays import MAX_SIDE, OverlayCache, overlay_plan, render_overlay
 from ...geo.search import MAX_AOI_CHIPS, MAX_OVERLAP, GeoHit, GeoQuery, PlaceNotIndexed, parse_box, parse_lonlat
 from ...geo.source import RasterError
@@ -77,7 +79,8 @@ def rasters(service: ServiceDep) -> dict:
             plan = overlay_plan(r, MAX_SIDE)
             overlay = {"url": f"/api/geo/rasters/{r['id']}/overlay.png", "bounds": list(plan.bounds),
                        "width": plan.width, "height": plan.height}
-        out.append({k: r[k] for k in ("id", "name", "width", "height", "crs", "gsd", "bands", "chips", "bounds")}
+        out.append({k: r[k] for k in ("id", "name", "width", "height", "crs", "gsd", "bands", "chips", "bounds",
+                                     "datetime", "datetime_end")}
                    | {"overlay": overlay})
     boxes = [r["bounds"] for r in out if r["bounds"] is not None]
     extent = None if not boxes else [min(b[0] for b in boxes), min(b[1] for b in boxes),
@@ -141,6 +144,8 @@ OffsetParam = Annotated[int, Query(ge=0, le=PAGE_WINDOW, description=f"results t
                                    f"most {PAGE_WINDOW}; pages share one order")]
 OverlapParam = Annotated[float, Query(ge=0, le=1, description="near-duplicate threshold (overlap fraction)")]
 FormatParam = Annotated[Format, Query(description="json (default), geojson (FeatureCollection) or csv")]
+DatetimeParam = Annotated[str | None, Query(max_length=64, description="only chips of rasters acquired then (STAC "
+                                            "style): 2020, 2020-04-15, 2009/2012, 2015/.. (unknown dates left out)")]
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class GeoOptions:
     max_overlap: float
     rerank: bool
     format: str
+    datetime: str | None = None
 
 
 def _options(
@@ -165,6 +171,7 @@ def _options(
     max_overlap: OverlapParam = MAX_OVERLAP,
     rerank: bool = True,
     format: FormatParam = "json",
+    datetime: DatetimeParam = None,
 ) -> GeoOptions:
     """The search options both geo search routes take (a dependency: query parameters, checked)."""
     if radius is not None and radius > service.index.bits:
@@ -174,9 +181,11 @@ def _options(
     check_page(k, offset)
     try:
         area = None if aoi is None else parse_box(aoi)
+        if datetime is not None:
+            parse_range(datetime)
     except ValueError as exc:
         raise geo_error(exc) from exc
-    return GeoOptions(k, offset, radius, area, max_overlap, rerank, format)
+    return GeoOptions(k, offset, radius, area, max_overlap, rerank, format, datetime)
 
 
 OptionsDep = Annotated[GeoOptions, Depends(_options)]
@@ -192,20 +201,68 @@ def search(
     id: Annotated[list[int] | None, Query(description=f"indexed item(s); several (at most {MAX_EXAMPLES}): "
                                           "examples searched together")] = None,
     raster: Annotated[int | None, Query(ge=1, description="with lon/lat or box: the raster to use")] = None,
+    not_id: Annotated[list[int] | None, Query(description="indexed item(s) marked 'no' (repeatable): relevance "
+                                              "feedback, the query's examples being 'yes'; with the ids at most "
+                                              f"{MAX_EXAMPLES}")] = None,
     options: OptionsDep = None,
 ) -> Response:
-    """Places like a point, a box or indexed chips: rank, distance, lon/lat, footprint, raster and window."""
+    """Places like a point, a box or indexed chips (and unlike ``not_id`` ones): rank, distance, lon/lat,
+    footprint, raster and window."""
     started = time.perf_counter()
     given = sum((lon is not None or lat is not None, box is not None, bool(id)))
     if given != 1 or (lon is None) != (lat is None):
         raise HTTPException(status_code=422, detail="give one query: lon and lat, box, or id (repeatable)")
-    if id and len(id) > MAX_EXAMPLES:  # counted before any is read
-        raise HTTPException(status_code=422, detail=f"at most {MAX_EXAMPLES} ids per search, got {len(id)}")
+    count = len(id or []) + len(not_id or [])
+    if count > MAX_EXAMPLES:  # counted before any is read
+        raise HTTPException(status_code=422, detail=f"at most {MAX_EXAMPLES} examples per search, got {count}")
     try:
         query = _query(service, lon, lat, box, id, raster)
+        negatives = _query(service, None, None, None, not_id, None) if not_id else None
     except GEO_ERRORS as exc:
         raise geo_error(exc) from exc
-    return _answer(service, query, options, started)
+    return _answer(service, query, options, started, negatives)
+
+
+@router.get("/api/geo/find_all", responses={200: {"content": {"application/json": {}, "application/geo+json": {}}}})
+def find_all(
+    service: ServiceDep,
+    lon: Annotated[float | None, Query(ge=-180, le=180, description="query point longitude (with lat)")] = None,
+    lat: Annotated[float | None, Query(ge=-90, le=90, description="query point latitude (with lon)")] = None,
+    box: Annotated[str | None, Query(description="query box LONMIN,LATMIN,LONMAX,LATMAX, read and encoded now")] = None,
+    id: Annotated[list[int] | None, Query(description="indexed item(s) marked 'yes' (examples)")] = None,
+    not_id: Annotated[list[int] | None, Query(description="indexed item(s) marked 'no'")] = None,
+    raster: Annotated[int | None, Query(ge=1, description="with lon/lat or box: the raster to use")] = None,
+    threshold: Annotated[float, Query(ge=-20, le=20, description="keep candidates whose standardised score is at "
+                                      "most this (lower: fewer, surer)")] = FIND_ALL_THRESHOLD,
+    aoi: AoiParam = None,
+    datetime: DatetimeParam = None,
+    rerank: bool = True,
+    format: Annotated[Literal["json", "geojson"], Query(description="json (default) or geojson (the areas)")] = "json",
+) -> Response:
+    """Every place like the examples (and unlike the 'no' marks) above a score threshold, as one layer: touching
+    chips merged into areas, with the chip count of each, and every candidate's score for a threshold slider."""
+    started = time.perf_counter()
+    given = sum((lon is not None or lat is not None, box is not None, bool(id)))
+    if given != 1 or (lon is None) != (lat is None):
+        raise HTTPException(status_code=422, detail="give one query: lon and lat, box, or id (repeatable)")
+    count = len(id or []) + len(not_id or [])
+    if count > MAX_EXAMPLES:
+        raise HTTPException(status_code=422, detail=f"at most {MAX_EXAMPLES} examples per search, got {count}")
+    try:
+        area = None if aoi is None else parse_box(aoi)
+        if datetime is not None:
+            parse_range(datetime)
+        query = _query(service, lon, lat, box, id, raster)
+        negatives = _query(service, None, None, None, not_id, None) if not_id else None
+        found = service.index.geo.find_all(query, negatives, threshold=threshold, aoi=area, datetime=datetime,
+                                           rerank=rerank)
+    except GEO_ERRORS as exc:
+        raise geo_error(exc) from exc
+    if format == "geojson":
+        return JSONResponse(found["areas"], media_type="application/geo+json",
+                            headers={"Content-Disposition": 'attachment; filename="found.geojson"'})
+    return JSONResponse(found | {"query": dict(query.described), "not_ids": list(not_id or []),
+                                 "query_ms": round((time.perf_counter() - started) * 1000, 3)})
 
 
 async def search_by_images(
@@ -245,6 +302,18 @@ router.add_api_route("/api/geo/search", search_by_images, methods=["POST"], resp
                      route_class_override=EncodeSlotRoute)
 
 
+@router.get("/api/geo/chips/{id}/dates", responses={404: {"description": "not a raster chip"}})
+def same_place(service: ServiceDep, id: Annotated[int, PathParam(ge=1)]) -> dict:
+    """The same place (footprint IoU >= 0.5) in every indexed acquisition, in date order (the chip included)."""
+    try:
+        rows = service.index.geo.same_place(id)
+    except GEO_ERRORS as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    return {"id": id, "count": len(rows),
+            "results": [r | {"raster": Path(r["raster"]).name,
+                             "thumbnail_url": f"/api/geo/chips/{r['id']}/thumbnail"} for r in rows]}
+
+
 @router.delete("/api/geo/rasters/{raster_id}", responses={404: {"description": "no such raster"}})
 def remove_raster(service: ServiceDep, raster_id: Annotated[int, PathParam(ge=1)]) -> dict:
     """Remove an indexed raster and all its chips (they stop being found at once)."""
@@ -257,11 +326,12 @@ def remove_raster(service: ServiceDep, raster_id: Annotated[int, PathParam(ge=1)
     return {"removed": raster_id, "chips": int(chips)}
 
 
-def _answer(service: Service, query: GeoQuery, o: GeoOptions, started: float) -> Response:
+def _answer(service: Service, query: GeoQuery, o: GeoOptions, started: float,
+            negatives: GeoQuery | None = None) -> Response:
     """Search and answer in the requested format."""
     try:
         hits = service.index.geo.search(query, o.k, aoi=o.aoi, radius=o.radius, max_overlap=o.max_overlap,
-                                        rerank=o.rerank, offset=o.offset)
+                                        rerank=o.rerank, offset=o.offset, datetime=o.datetime, negatives=negatives)
     except GEO_ERRORS as exc:
         raise geo_error(exc) from exc
     results = [_result(h) for h in hits]
@@ -272,9 +342,12 @@ def _answer(service: Service, query: GeoQuery, o: GeoOptions, started: float) ->
         return Response(footprints.results_csv(results), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="hits.csv"'})
     described = dict(query.described) | {"footprints": [footprints.polygon_geometry(f) for f in query.footprints]}
+    if negatives is not None:
+        described["not_ids"] = [int(i) for i in negatives.described.get("ids", [negatives.described.get("id")])]
     return JSONResponse({
         "query": described, "k": o.k, "offset": o.offset, "radius": o.radius,
         "aoi": None if o.aoi is None else list(o.aoi), "max_overlap": o.max_overlap, "rerank": o.rerank,
+        "datetime": o.datetime,
         "query_ms": round((time.perf_counter() - started) * 1000, 3), "count": len(results), "results": results,
     })
 
@@ -300,5 +373,6 @@ def _result(h: GeoHit) -> dict:
         "rank": h.rank, "id": h.id, "distance": h.distance, "score": h.score, "similarity": h.similarity,
         "lon": h.lon, "lat": h.lat, "footprint": h.footprint, "raster": name, "raster_id": h.raster_id,
         "window": None if h.window is None else list(h.window), "label": h.label,
+        "datetime": h.datetime, "datetime_end": h.datetime_end,
         "thumbnail_url": f"/api/geo/chips/{h.id}/thumbnail" if h.window is not None else f"/api/images/{h.id}/thumbnail",
     }

@@ -1,0 +1,127 @@
+"""Examples with yes and no: the classifier blend, the index's feedback search (Python, CLI, HTTP), and the
+simulated user of issue 17 on vectors where the marks carry information the positives' similarity lacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from rshash.cli import main as cli_main
+from rshash.evaluation.simulated_user import CONDITIONS, mark, ranking, simulate, table_of, Session
+from rshash.feedback import blend, classifier_weight, features, feedback_scores
+from rshash.index import Index
+from rshash.index.search import MAX_EXAMPLES
+from rshash.ranking import quantize_descriptors
+from rshash.service.app import create_app
+
+BITS = 32
+
+
+def _vectors(seed: int = 0):
+    """Two classes that share codes (the positives' Hamming order cannot tell them apart) and differ along
+    one descriptor direction that the positives' cosine barely sees; 300 distractors of a third kind."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    codes = np.packbits(np.tile(rng.random(BITS) < 0.5, (n + 300, 1)) ^ (rng.random((n + 300, BITS)) < 0.03), axis=1)
+    desc = rng.normal(size=(n + 300, 64)).astype(np.float32)
+    desc[:, 0] += 6.0  # a shared component that dominates cosine
+    desc[:100, 1] += 1.5  # class 1 (relevant) vs class 2: one direction
+    desc[100:200, 1] -= 1.5
+    desc[200:, 2] += 4.0  # distractors
+    labels = np.r_[np.ones(100, int), 2 * np.ones(100, int), np.zeros(300, int)]
+    return codes, quantize_descriptors(desc), labels
+
+
+def test_the_classifier_weight_grows_with_the_marks_and_blends_standardised_scores():
+    assert classifier_weight(0) == 0 and classifier_weight(10, half=10) == 0.5
+    assert classifier_weight(5) < classifier_weight(15) < 1
+    base, decision = np.array([0.1, 0.2, 0.3]), np.array([-1.0, 0.0, 5.0])
+    scores, alpha = blend(base, decision, 1000)
+    assert alpha > 0.98 and np.argsort(scores)[0] == 2  # the classifier rules with many marks
+    scores, _ = blend(base, decision, 0)
+    assert np.argsort(scores).tolist() == [0, 1, 2]  # no marks: the positives' scores
+    unchanged, used = feedback_scores(base, np.zeros((3, 4)), np.ones((2, 4)), np.zeros((0, 4)))
+    assert unchanged.tolist() == base.tolist() and used.classifier_weight == 0.0
+    rng = np.random.default_rng(3)  # the index's decision values are the classifier's on the feature rows
+    codes, desc, w = rng.integers(0, 256, (40, 2), np.uint8), rng.integers(-127, 128, (40, 16)).astype(np.int8), \
+        rng.normal(size=16 + 12).astype(np.float32)
+    from rshash.feedback import decision
+    from rshash.ranking import cosine_similarity
+
+    cos = cosine_similarity(w[None, :16], desc)[0]
+    assert decision(codes, 12, w, 0.5, cos) == pytest.approx(features(codes, desc, 12) @ w + 0.5, abs=1e-5)
+    assert decision(codes, 12, w[16:], 0.5) == pytest.approx(features(codes, None, 12) @ w[16:] + 0.5, abs=1e-5)
+    f = features(np.packbits(np.ones((2, BITS), bool), axis=1), np.array([[3, 4], [0, 0]], np.int8), BITS)
+    assert f.shape == (2, 2 + BITS) and np.linalg.norm(f[0, :2]) == pytest.approx(1.0)
+    assert np.linalg.norm(f[0, 2:]) == pytest.approx(1.0)
+
+
+def test_marks_lift_the_ranking_where_the_positives_alone_cannot():
+    codes, desc, labels = _vectors()
+    table = table_of(codes, desc)
+    database = np.arange(5, 500)
+    relevant = labels == 1
+    result = simulate(table, database, relevant, [0, 1, 2, 3, 4], BITS, 0.25, thresholds=(-1.0, 10.0))
+    assert set(result) == set(CONDITIONS) | {"find_all"}
+    precision, recall, f1 = result["find_all"][10.0]  # every candidate: all relevant ones, at their share
+    assert recall == 1.0 and precision == pytest.approx(relevant[database].sum() / len(database), abs=0.05)
+    assert result["find_all"][-1.0][2] > f1  # a threshold keeps the best-scored: a better F1
+    assert result["refined_2rounds"][0] > result["5pos"][0] + 0.1  # the marks carry what the examples lack
+    assert result["5pos_5neg"][0] >= result["5pos"][0]
+    order = ranking(table, database, Session([0, 1, 2, 3, 4]), BITS, 0.25)
+    assert sorted(order.tolist()) == database.tolist()  # every database item, none of the examples
+    marked = mark(order, relevant, Session([0]))
+    assert len(marked.positives) <= 6 and len(marked.negatives) <= 5
+    assert set(marked.negatives).isdisjoint(np.flatnonzero(relevant))
+    again = ranking(table, database, marked, BITS, 0.25)
+    assert set(again.tolist()).isdisjoint(marked.marked)  # marked items leave the ranking
+
+
+@pytest.fixture(scope="module")
+def feedback_index(raster_index_dir, tmp_path_factory):
+    return shutil.copytree(raster_index_dir, tmp_path_factory.mktemp("feedback") / "index")
+
+
+def test_index_cli_and_http_feedback_search(feedback_index, capsys):
+    with Index.open(feedback_index) as index:
+        positives = index.search_examples([1, 2], k=10)
+        assert {h.id for h in positives}.isdisjoint({1, 2})
+        refined = index.search_examples([1, 2], [positives[0].id, positives[1].id], k=len(index))
+        ids = [h.id for h in refined]
+        assert len(ids) == len(index) - 4 and set(ids).isdisjoint({1, 2, positives[0].id, positives[1].id})
+        assert [h.score for h in refined] == sorted(h.score for h in refined)
+        with pytest.raises(ValueError, match="positive"):
+            index.search_examples([], [3])
+        with pytest.raises(ValueError, match=f"at most {MAX_EXAMPLES}"):
+            index.search_examples(list(range(1, 60)), list(range(60, 120)))
+    assert cli_main(["search", "--index", str(feedback_index), "--id", "1", "--id", "2", "--not-id",
+                     str(positives[0].id), "--k", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["query"]["not_ids"] == [positives[0].id] and positives[0].id not in [r["id"] for r in out["results"]]
+    with TestClient(create_app(feedback_index), base_url="http://127.0.0.1:8000") as client:
+        body = client.get("/api/geo/search", params={"id": [1, 2], "not_id": [positives[0].id], "k": 5}).json()
+        assert body["query"]["not_ids"] == [positives[0].id]
+        assert positives[0].id not in [r["id"] for r in body["results"]] and 1 <= len(body["results"]) <= 5
+        too_many = client.get("/api/geo/search", params={"id": list(range(1, 52)), "not_id": list(range(52, 102))})
+        assert too_many.status_code == 422
+        assert client.get("/api/geo/search", params={"not_id": [3]}).status_code == 422  # no positive
+
+
+def test_find_all_is_one_layer_of_merged_areas(feedback_index):
+    with TestClient(create_app(feedback_index), base_url="http://127.0.0.1:8000") as client:
+        everything = client.get("/api/geo/find_all", params={"id": [1], "threshold": 20}).json()
+        assert everything["count"] == len(everything["scores"]) == 20  # every other chip of the 21
+        assert everything["scores"] == sorted(everything["scores"])
+        areas = everything["areas"]["features"]
+        assert sum(f["properties"]["chips"] for f in areas) == 20
+        assert len(areas) == 2  # the two rasters' chips touch within each raster: one area each
+        strict = client.get("/api/geo/find_all", params={"id": [1], "threshold": -1.0, "not_id": [2]}).json()
+        assert strict["count"] == sum(s <= -1.0 for s in strict["scores"]) < 19
+        assert set(strict["ids"]).isdisjoint({1, 2})
+        doc = client.get("/api/geo/find_all", params={"id": [1], "threshold": 20, "format": "geojson"})
+        assert doc.headers["content-type"] == "application/geo+json" and doc.json()["type"] == "FeatureCollection"
+        assert client.get("/api/geo/find_all", params={"threshold": 0}).status_code == 422
