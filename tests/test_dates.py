@@ -126,3 +126,25 @@ def test_dates_on_the_command_line_and_over_http(pair_index, tmp_path, capsys, s
         assert client.get("/api/geo/chips/999999/dates").status_code == 404
         rasters = client.get("/api/geo/rasters").json()["rasters"]
         assert {r["name"]: r["datetime"] for r in rasters}["cogeo.tif"] == "2019-06-01T00:00:00Z"
+
+
+def test_an_acquisition_without_the_chip_is_read_on_the_fly(pair_index, tmp_path):
+    copy = shutil.copytree(pair_index, tmp_path / "index")
+    with Index.open(copy) as index:
+        rows = index.geo.same_place(1)
+        later = rows[1]
+        index.remove([later["id"]])  # the 2020 chip of this place is gone (as if skipped as nodata)
+        rows = index.geo.same_place(1)
+        assert [r["datetime"][:4] for r in rows] == ["2009", "2020"]
+        missing = rows[1]
+        assert missing["id"] is None and missing["iou"] is None
+        assert abs(missing["window"][0] - later["window"][0]) <= 1 and abs(missing["window"][2] - later["window"][2]) <= 2
+        assert index.geo.same_place(1, read_missing=False)[1:] == []
+    with TestClient(create_app(copy), base_url="http://127.0.0.1:8000") as client:
+        body = client.get("/api/geo/chips/1/dates").json()
+        url = body["results"][1]["thumbnail_url"]
+        assert body["results"][1]["id"] is None and "/window.jpg?" in url
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert client.get("/api/geo/rasters/99/window.jpg?col=0&row=0&width=8&height=8").status_code == 404
+        assert client.get(url.replace("width=", "width=9999")).status_code == 422

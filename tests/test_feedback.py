@@ -125,3 +125,9 @@ def test_find_all_is_one_layer_of_merged_areas(feedback_index):
         doc = client.get("/api/geo/find_all", params={"id": [1], "threshold": 20, "format": "geojson"})
         assert doc.headers["content-type"] == "application/geo+json" and doc.json()["type"] == "FeatureCollection"
         assert client.get("/api/geo/find_all", params={"threshold": 0}).status_code == 422
+
+
+def test_feedback_over_nothing_returns_nothing(feedback_index):
+    with Index.open(feedback_index) as index:
+        assert index.search_examples([1], [2], ids=[1, 2]) == []  # the only allowed items are the examples
+        assert index.search_examples([1], [2], ids=[]) == []

@@ -172,8 +172,9 @@ def _run_same_place(args: argparse.Namespace) -> int:
         print(json.dumps({"index": str(args.index), "same_place": args.same_place, "results": rows}, indent=1))
         return 0
     table = [("date", "id", "iou", "window", "raster")] + [
-        (_date(r["datetime"], r["datetime_end"]), str(r["id"]), f"{r['iou']:.2f}", ",".join(map(str, r["window"])),
-         Path(r["raster"]).name) for r in rows]
+        (_date(r["datetime"], r["datetime_end"]), "-" if r["id"] is None else str(r["id"]),
+         "read" if r["iou"] is None else f"{r['iou']:.2f}", ",".join(map(str, r["window"])), Path(r["raster"]).name)
+        for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(4)]
     print("\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in table))
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import sqlite3
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ FIND_ALL_MAX = 10_000
 #: Two chips show the same place when their footprints' intersection over union reaches this.
 SAME_PLACE_IOU = 0.5
 Box = tuple[float, float, float, float]
+log = logging.getLogger(__name__)
 
 
 class AreaTooLarge(ValueError):
@@ -411,11 +413,14 @@ class GeoSearch:
         return {"threshold": threshold, "count": len(kept), "scores": [round(h.score, 4) for h in hits],
                 "ids": [h.id for h in kept], "areas": {"type": "FeatureCollection", "features": features}}
 
-    def same_place(self, item_id: int, min_iou: float = SAME_PLACE_IOU) -> list[dict]:
+    def same_place(self, item_id: int, min_iou: float = SAME_PLACE_IOU, read_missing: bool = True) -> list[dict]:
         """The same place in every indexed acquisition: per raster (other than the chip's own), the chip whose
         footprint has the largest IoU with this one if it reaches ``min_iou``, in date order (unknown dates
         last, then by raster id). Each entry: ``id``, ``raster_id``, ``raster``, ``datetime``,
-        ``datetime_end``, ``iou``, ``footprint``, ``window``; the chip itself is among them, with IoU 1."""
+        ``datetime_end``, ``iou``, ``footprint``, ``window``; the chip itself is among them, with IoU 1.
+        ``read_missing``: a raster that covers the place but has no such chip (not indexed there, skipped as
+        nodata, other tiling) gets an entry with ``id`` None and the pixel window of the place in it, to be
+        read on the fly (``GET /api/geo/rasters/{id}/window.jpg``)."""
         chip = self.chips([int(item_id)]).get(int(item_id))
         if chip is None or chip["footprint"] is None:
             raise PlaceNotIndexed(f"item {item_id} is not a raster chip with a lon/lat footprint")
@@ -432,7 +437,28 @@ class GeoSearch:
         out = [{"id": int(c["item_id"]), "raster_id": int(c["raster_id"]), "raster": c["raster_path"],
                 "datetime": c["datetime"], "datetime_end": c["datetime_end"], "iou": round(float(iou), 4),
                 "footprint": c["footprint"], "window": list(c["window"])} for iou, c in rows]
+        if read_missing:
+            out += self._place_in_other_rasters(chip, {int(chip["raster_id"]), *best})
         return sorted(out, key=lambda r: (r["datetime"] is None, r["datetime"] or "", r["raster_id"]))
+
+    def _place_in_other_rasters(self, chip: dict, done: set[int]) -> list[dict]:
+        """Entries (``id`` None) for the rasters covering a chip's footprint that have no chip of it."""
+        out = []
+        for r in self.rasters():
+            if r["id"] in done or r["footprint"] is None or overlap(r["footprint"], chip["footprint"]) <= 0:
+                continue
+            try:
+                with self.readers.source(r["id"], self.queries.input_size) as source:
+                    c0, r0, c1, r1 = source.box_pixels(*footprint_bbox(chip["footprint"]))
+            except (RasterError, ValueError) as exc:  # unreadable now: left out, with the reason logged
+                log.warning("same place: raster %s not read: %s", r["name"], exc)
+                continue
+            window = [int(math.floor(c0)), int(math.floor(r0)), max(1, int(math.ceil(c1 - c0))),
+                      max(1, int(math.ceil(r1 - r0)))]
+            out.append({"id": None, "raster_id": int(r["id"]), "raster": r["path"], "datetime": r["datetime"],
+                        "datetime_end": r["datetime_end"], "iou": None, "footprint": chip["footprint"],
+                        "window": window})
+        return out
 
     def aoi_ids(self, aoi: Sequence[float]) -> list[int] | None:
         """The chip ids of an area of interest, as the search's allowed set: ``None`` (no filter) when it
@@ -495,6 +521,16 @@ class GeoSearch:
         return places
 
     # ------------------------------------------------------------------ pixels
+
+    def window_pixels(self, raster_id: int, window: Sequence[int], size: int):
+        """uint8 RGB ``(size, size, 3)`` of any pixel window of an indexed raster (read boundless: the part
+        outside it is nodata), e.g. the place of a chip in an acquisition that has no chip of it."""
+        from rasterio.windows import Window
+
+        if self._read(lambda conn: tables.get_raster(conn, int(raster_id))) is None:
+            raise PlaceNotIndexed(f"no raster {raster_id} in the index")
+        with self.readers.source(int(raster_id), size) as source:
+            return source.read_chip(Window(*[int(v) for v in window])).pixels
 
     def chip_pixels(self, item_id: int, size: int):
         """uint8 RGB ``(size, size, 3)`` of an indexed chip, read again from its raster."""

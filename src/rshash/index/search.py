@@ -264,6 +264,10 @@ def rank_feedback(
         ids = np.unique(np.concatenate(found))
         ids = ids[np.isin(ids, table.ids)]
     ids = ids[~np.isin(ids, np.asarray(params.exclude, dtype=np.int64))]
+    if not len(ids):  # nothing to rank (an empty area, every item an example)
+        empty = np.zeros(0, np.int64)
+        return Ranked(empty, empty.astype(np.int32), empty.astype(np.float64), None), Feedback(len(positives),
+                                                                                               len(negatives), 0.0)
     examples = list(positives) + list(negatives)
     with_desc = params.rerank and all(e.descriptor is not None for e in examples)
     mark_desc = (lambda es: np.stack([np.asarray(e.descriptor) for e in es])) if with_desc else (lambda es: None)

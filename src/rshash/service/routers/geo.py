@@ -302,16 +302,46 @@ router.add_api_route("/api/geo/search", search_by_images, methods=["POST"], resp
                      route_class_override=EncodeSlotRoute)
 
 
+#: The largest window side (source pixels) the window route reads.
+MAX_WINDOW = 4096
+
+
+@router.get("/api/geo/rasters/{raster_id}/window.jpg", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG"}, 404: {"description": "no raster"}})
+def window_thumbnail(
+    service: ServiceDep, raster_id: Annotated[int, PathParam(ge=1)],
+    col: Annotated[int, Query(ge=-MAX_WINDOW, le=10**7)], row: Annotated[int, Query(ge=-MAX_WINDOW, le=10**7)],
+    width: Annotated[int, Query(ge=1, le=MAX_WINDOW)], height: Annotated[int, Query(ge=1, le=MAX_WINDOW)],
+) -> Response:
+    """Any pixel window of an indexed raster as a small JPEG (read boundless): the same place in an acquisition
+    that has no chip of it (see ``/api/geo/chips/{id}/dates``)."""
+    try:
+        pixels = service.index.geo.window_pixels(raster_id, (col, row, width, height), service.settings.thumbnail_size)
+    except PlaceNotIndexed as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    except GEO_ERRORS as exc:
+        raise geo_error(exc) from exc
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=85)
+    return Response(buf.getvalue(), media_type="image/jpeg", headers=IMAGE_HEADERS)
+
+
 @router.get("/api/geo/chips/{id}/dates", responses={404: {"description": "not a raster chip"}})
 def same_place(service: ServiceDep, id: Annotated[int, PathParam(ge=1)]) -> dict:
-    """The same place (footprint IoU >= 0.5) in every indexed acquisition, in date order (the chip included)."""
+    """The same place (footprint IoU >= 0.5) in every indexed acquisition, in date order (the chip included); an
+    acquisition covering it without such a chip has ``id`` null and a window read on the fly."""
     try:
         rows = service.index.geo.same_place(id)
     except GEO_ERRORS as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
+    def url(r: dict) -> str:
+        if r["id"] is not None:
+            return f"/api/geo/chips/{r['id']}/thumbnail"
+        c, w_row, w, h = r["window"]
+        return f"/api/geo/rasters/{r['raster_id']}/window.jpg?col={c}&row={w_row}&width={w}&height={h}"
+
     return {"id": id, "count": len(rows),
-            "results": [r | {"raster": Path(r["raster"]).name,
-                             "thumbnail_url": f"/api/geo/chips/{r['id']}/thumbnail"} for r in rows]}
+            "results": [r | {"raster": Path(r["raster"]).name, "thumbnail_url": url(r)} for r in rows]}
 
 
 @router.delete("/api/geo/rasters/{raster_id}", responses={404: {"description": "no such raster"}})
