@@ -351,7 +351,8 @@ def markdown(out: dict) -> str:
                   f"whole with pyarrow {g['read_s_median_of_3']} s (median of 3; goal < {READ_GOAL_S} s: "
                   f"{'met' if g['read_s_median_of_3'] < READ_GOAL_S else '**not met**'}); bbox-filtered read "
                   f"{g['bbox_filtered_read_s']} s ({g['bbox_filtered_rows']:,} rows).", ""]
-    lines.append("Not measured yet: " + ", ".join(k for k, v in t.items() if v is None) + ".")
+    missing = [k for k, v in t.items() if v is None]
+    lines.append("Not measured yet: " + (", ".join(missing) if missing else "nothing") + ".")
     return "\n".join(lines)
 
 
@@ -366,7 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--resume", action="store_true", help="keep the existing JSON's parts that this run skips "
                         "(e.g. the timed parts run alone on an idle machine)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the docs section from the existing JSON")
     args = parser.parse_args(argv)
+    if args.render_only:
+        from results_doc import write_section
+
+        write_section("examples_search", markdown(json.loads(args.out.read_text())))
+        return 0
     parts = set(args.parts.split(","))
     if parts == {"validation"}:
         user_part(args.cache_dir, SEEDS, args.draws, validation_only=True)
