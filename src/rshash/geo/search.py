@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import sqlite3
 from dataclasses import dataclass
@@ -38,7 +37,8 @@ from ..index.store import Store
 from . import tables
 from .crs import footprint_lonlat, has_lonlat, wrap_lon
 from .dates import parse_range
-from .footprints import (box_polygon, footprint_bbox, overlap, overlap_area, overlap_fractions, polygon_geometry,
+from .places import SAME_PLACE_IOU, merged_areas, same_place
+from .footprints import (box_polygon, footprint_bbox, overlap_area, overlap_fractions, polygon_geometry,
                          suppress_overlaps, to_polygon, to_polygons)
 from .reader import RasterReaders
 from .source import RasterError
@@ -61,10 +61,7 @@ MAX_AOI_CHIPS = 500_000
 FETCH_MARGIN = 200
 #: "Find all" scores at most this many candidates (the best by the feedback ranking).
 FIND_ALL_MAX = 10_000
-#: Two chips show the same place when their footprints' intersection over union reaches this.
-SAME_PLACE_IOU = 0.5
 Box = tuple[float, float, float, float]
-log = logging.getLogger(__name__)
 
 
 class AreaTooLarge(ValueError):
@@ -352,11 +349,7 @@ class GeoSearch:
         if offset < 0 or (offset and (k is None or offset + k > shortlist)):
             raise ValueError(f"offset + k must be within the re-ranked window of {shortlist} results, "
                              f"got offset {offset} and k {k}")
-        ids = None if aoi is None else self.aoi_ids(aoi)
-        if datetime is not None:
-            lo, hi = parse_range(datetime)
-            dated = self._read(lambda conn: tables.ids_in_time(conn, lo, hi), [])
-            ids = dated if ids is None else sorted(set(ids).intersection(dated))
+        ids = self.allowed_ids(aoi, datetime)
         own = [to_polygon(f) for f in query.footprints]
         wanted = None if k is None else offset + k
         window = None if wanted is None else max(shortlist, wanted)
@@ -381,84 +374,26 @@ class GeoSearch:
         Returns ``threshold``, ``count`` (chips kept), ``scores`` (every candidate's score, ascending, at most
         ``limit``: a slider shows how many a threshold keeps), ``ids`` (the chips kept, best first) and
         ``areas``: a GeoJSON FeatureCollection of the merged areas (properties: ``chips``, ``best_score``)."""
-        from shapely import STRtree, unary_union
+        ids = self.allowed_ids(aoi, datetime)
+        hits = self.searcher.search(query.examples, SearchParams(limit, None, **options), ids=ids,
+                                    negatives=() if negatives is None else negatives.examples, feedback=True)
+        kept = [h for h in hits if h.score <= threshold]
+        return {"threshold": threshold, "count": len(kept), "scores": [round(h.score, 4) for h in hits],
+                "ids": [h.id for h in kept], "areas": merged_areas(kept, self.chips([h.id for h in kept]))}
 
+    def same_place(self, item_id: int, min_iou: float = SAME_PLACE_IOU, read_missing: bool = True) -> list[dict]:
+        """The same place in every indexed acquisition, in date order: see :func:`rshash.geo.places.same_place`."""
+        return same_place(self, item_id, min_iou, read_missing)
+
+    def allowed_ids(self, aoi: Sequence[float] | None, datetime: str | None) -> list[int] | None:
+        """The chip ids a search may return: those of an area of interest (:meth:`aoi_ids`) acquired then
+        (``datetime``, :func:`rshash.geo.dates.parse_range`); None when neither filter is given."""
         ids = None if aoi is None else self.aoi_ids(aoi)
         if datetime is not None:
             lo, hi = parse_range(datetime)
             dated = self._read(lambda conn: tables.ids_in_time(conn, lo, hi), [])
             ids = dated if ids is None else sorted(set(ids).intersection(dated))
-        hits = self.searcher.search(query.examples, SearchParams(limit, None, **options), ids=ids,
-                                    negatives=() if negatives is None else negatives.examples, feedback=True)
-        kept = [h for h in hits if h.score <= threshold]
-        chips = self.chips([h.id for h in kept])
-        polys = [(h, to_polygon(chips[h.id]["footprint"])) for h in kept
-                 if h.id in chips and chips[h.id]["footprint"] is not None]
-        features = []
-        if polys:
-            merged = unary_union([p for _, p in polys])
-            parts = list(getattr(merged, "geoms", [merged]))
-            tree = STRtree(parts)
-            members: dict[int, list] = {}
-            for h, poly in polys:
-                found = tree.query(poly.representative_point(), predicate="intersects")
-                if len(found):
-                    members.setdefault(int(found[0]), []).append(h)
-            for i, part in enumerate(parts):
-                inside = members.get(i, [])
-                features.append({"type": "Feature", "geometry": polygon_geometry(part),
-                                 "properties": {"chips": len(inside), "ids": [h.id for h in inside],
-                                                "best_score": min((h.score for h in inside), default=None)}})
-            features.sort(key=lambda f: (f["properties"]["best_score"] is None, f["properties"]["best_score"]))
-        return {"threshold": threshold, "count": len(kept), "scores": [round(h.score, 4) for h in hits],
-                "ids": [h.id for h in kept], "areas": {"type": "FeatureCollection", "features": features}}
-
-    def same_place(self, item_id: int, min_iou: float = SAME_PLACE_IOU, read_missing: bool = True) -> list[dict]:
-        """The same place in every indexed acquisition: per raster (other than the chip's own), the chip whose
-        footprint has the largest IoU with this one if it reaches ``min_iou``, in date order (unknown dates
-        last, then by raster id). Each entry: ``id``, ``raster_id``, ``raster``, ``datetime``,
-        ``datetime_end``, ``iou``, ``footprint``, ``window``; the chip itself is among them, with IoU 1.
-        ``read_missing``: a raster that covers the place but has no such chip (not indexed there, skipped as
-        nodata, other tiling) gets an entry with ``id`` None and the pixel window of the place in it, to be
-        read on the fly (``GET /api/geo/rasters/{id}/window.jpg``)."""
-        chip = self.chips([int(item_id)]).get(int(item_id))
-        if chip is None or chip["footprint"] is None:
-            raise PlaceNotIndexed(f"item {item_id} is not a raster chip with a lon/lat footprint")
-        best: dict[int, tuple[float, dict]] = {}
-        for other in self.chips(self.ids_in_box(footprint_bbox(chip["footprint"]))).values():
-            raster_id = int(other["raster_id"])
-            if raster_id == int(chip["raster_id"]) or other["footprint"] is None:
-                continue
-            iou = overlap(chip["footprint"], other["footprint"], "iou")
-            held = best.get(raster_id)
-            if iou >= min_iou and (held is None or (iou, -other["item_id"]) > (held[0], -held[1]["item_id"])):
-                best[raster_id] = (iou, other)
-        rows = [(1.0, chip)] + list(best.values())
-        out = [{"id": int(c["item_id"]), "raster_id": int(c["raster_id"]), "raster": c["raster_path"],
-                "datetime": c["datetime"], "datetime_end": c["datetime_end"], "iou": round(float(iou), 4),
-                "footprint": c["footprint"], "window": list(c["window"])} for iou, c in rows]
-        if read_missing:
-            out += self._place_in_other_rasters(chip, {int(chip["raster_id"]), *best})
-        return sorted(out, key=lambda r: (r["datetime"] is None, r["datetime"] or "", r["raster_id"]))
-
-    def _place_in_other_rasters(self, chip: dict, done: set[int]) -> list[dict]:
-        """Entries (``id`` None) for the rasters covering a chip's footprint that have no chip of it."""
-        out = []
-        for r in self.rasters():
-            if r["id"] in done or r["footprint"] is None or overlap(r["footprint"], chip["footprint"]) <= 0:
-                continue
-            try:
-                with self.readers.source(r["id"], self.queries.input_size) as source:
-                    c0, r0, c1, r1 = source.box_pixels(*footprint_bbox(chip["footprint"]))
-            except (RasterError, ValueError) as exc:  # unreadable now: left out, with the reason logged
-                log.warning("same place: raster %s not read: %s", r["name"], exc)
-                continue
-            window = [int(math.floor(c0)), int(math.floor(r0)), max(1, int(math.ceil(c1 - c0))),
-                      max(1, int(math.ceil(r1 - r0)))]
-            out.append({"id": None, "raster_id": int(r["id"]), "raster": r["path"], "datetime": r["datetime"],
-                        "datetime_end": r["datetime_end"], "iou": None, "footprint": chip["footprint"],
-                        "window": window})
-        return out
+        return ids
 
     def aoi_ids(self, aoi: Sequence[float]) -> list[int] | None:
         """The chip ids of an area of interest, as the search's allowed set: ``None`` (no filter) when it

@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from .dates import Acquired, iso_utc, parse_time
+
+if TYPE_CHECKING:  # pystac loads only for catalogues
+    import pystac
 
 #: Media types taken as GeoTIFF assets.
 TIFF_TYPES = ("image/tiff", "image/tiff; application=geotiff",

@@ -26,11 +26,14 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from ..progress import progress_bar
+
+if TYPE_CHECKING:  # pyarrow loads only when exporting
+    import pyarrow as pa
 
 #: GeoParquet specification version written.
 GEOPARQUET_VERSION = "1.1.0"
@@ -157,7 +160,6 @@ def write_geoparquet(conn: sqlite3.Connection, path: str | Path, model: dict, *,
     """Write every item readable through ``conn`` (one read snapshot of an index) to ``path``; ``model``: the
     index's model identity for the ``rshash`` metadata (``bits`` and ``descriptor_dims`` required). Returns a
     summary: rows, chips, bytes, path."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     bits, dims = int(model["bits"]), int(model["descriptor_dims"])
