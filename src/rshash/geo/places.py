@@ -1,30 +1,31 @@
 """Answers about places across the archive: the same place in every acquisition, and the areas "find all" keeps.
 
-Functions over a :class:`rshash.geo.search.GeoSearch` (its chip and raster tables and readers); the search
-module calls them for ``GeoSearch.same_place`` and ``GeoSearch.find_all``.
+Functions over a :class:`rshash.geo.search.GeoSearch` (``geo``: its chip and raster tables and readers), which
+calls them for ``GeoSearch.same_place`` and ``GeoSearch.find_all``; this module does not import it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from .footprints import footprint_bbox, overlap, polygon_geometry, to_polygon
 from .place import MATCH_IOU
 from .source import RasterError
 
-if TYPE_CHECKING:
-    from .search import GeoSearch
-
 log = logging.getLogger(__name__)
+
+
+class PlaceNotIndexed(ValueError):
+    """No indexed chip or raster at the requested place."""
 
 #: Two chips show the same place when their footprints' intersection over union reaches this (the same rule as
 #: the training pairs and the same-place protocol: :data:`rshash.geo.place.MATCH_IOU`).
 SAME_PLACE_IOU = MATCH_IOU
 
 
-def same_place(geo: "GeoSearch", item_id: int, min_iou: float = SAME_PLACE_IOU,
+def same_place(geo: Any, item_id: int, min_iou: float = SAME_PLACE_IOU,
                read_missing: bool = True) -> list[dict]:
     """The same place in every indexed acquisition: per raster (other than the chip's own), the chip whose
     footprint has the largest IoU with this one if it reaches ``min_iou``, in date order (unknown dates last,
@@ -32,8 +33,6 @@ def same_place(geo: "GeoSearch", item_id: int, min_iou: float = SAME_PLACE_IOU,
     ``footprint``, ``window``; the chip itself is among them, with IoU 1. ``read_missing``: a raster that covers
     the place but has no such chip (not indexed there, skipped as nodata, other tiling) gets an entry with ``id``
     None and the pixel window of the place in it, to be read on the fly (``GET /api/geo/rasters/{id}/window.jpg``)."""
-    from .search import PlaceNotIndexed
-
     chip = geo.chips([int(item_id)]).get(int(item_id))
     if chip is None or chip["footprint"] is None:
         raise PlaceNotIndexed(f"item {item_id} is not a raster chip with a lon/lat footprint")
@@ -55,7 +54,7 @@ def same_place(geo: "GeoSearch", item_id: int, min_iou: float = SAME_PLACE_IOU,
     return sorted(out, key=lambda r: (r["datetime"] is None, r["datetime"] or "", r["raster_id"]))
 
 
-def _in_other_rasters(geo: "GeoSearch", chip: dict, done: set[int]) -> list[dict]:
+def _in_other_rasters(geo: Any, chip: dict, done: set[int]) -> list[dict]:
     """Entries (``id`` None) for the rasters covering a chip's footprint that have no chip of it."""
     out = []
     for r in geo.rasters():

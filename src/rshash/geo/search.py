@@ -37,7 +37,7 @@ from ..index.store import Store
 from . import tables
 from .crs import footprint_lonlat, has_lonlat, wrap_lon
 from .dates import parse_range
-from .places import SAME_PLACE_IOU, merged_areas, same_place
+from .places import SAME_PLACE_IOU, PlaceNotIndexed, merged_areas, same_place
 from .footprints import (box_polygon, footprint_bbox, overlap_area, overlap_fractions, polygon_geometry,
                          suppress_overlaps, to_polygon, to_polygons)
 from .reader import RasterReaders
@@ -66,10 +66,6 @@ Box = tuple[float, float, float, float]
 
 class AreaTooLarge(ValueError):
     """An area of interest with more chips than :data:`MAX_AOI_CHIPS` (and not every chip)."""
-
-
-class PlaceNotIndexed(ValueError):
-    """No indexed chip or raster at the requested place."""
 
 
 class BoxTooLarge(ValueError):
