@@ -33,13 +33,32 @@ class Encoder:
         self.model_dir = Path(model_dir)
         root = resolve_model_dir(model_dir)  # config and encoder from one version, even if replaced meanwhile
         self.config: ModelConfig = read_config(root)
-        self.session = open_session(verify_encoder(root, self.config), threads)
+        self._onnx = verify_encoder(root, self.config)  # kept: sessions with other thread counts open from it
+        self.threads = threads
+        self._siblings: dict[int, Encoder] = {}
+        self.session = open_session(self._onnx, threads)
         assert self.config.input_size is not None and self.config.fingerprint is not None  # checked by read_config
         self.bits: int = self.config.bits
         self.input_size: int = self.config.input_size
         self.fingerprint: str = self.config.fingerprint
         self.descriptor_dims: int = self.config.descriptor_dims
         self.class_names: list[str] = list(self.config.class_names)
+
+    def with_threads(self, threads: int) -> "Encoder":
+        """The same encoder (the bytes checked at load) with a session of ``threads`` intra-op threads.
+
+        Batches encoded by several single-threaded sessions at once use the cores better than one session
+        splitting each operator over threads (no barrier stalls when a reader thread shares the cores); the
+        results are the same bits.
+        """
+        if threads == self.threads:
+            return self
+        if threads not in self._siblings:
+            other = object.__new__(Encoder)
+            other.__dict__.update(self.__dict__)
+            other.threads, other.session, other._siblings = threads, open_session(self._onnx, threads), {}
+            self._siblings[threads] = other
+        return self._siblings[threads]
 
     def encode(self, pixels: np.ndarray) -> Encoded:
         """``uint8 (N, S, S, 3)`` -> codes, descriptors and sigmoid outputs."""
