@@ -7,8 +7,12 @@ throughput, the server's own ``query_ms``, CPU per request (server and load gene
 and every error. Scenarios: search by id and search by upload with the clients sending
 back to back (closed loop: saturation, where latency is mostly queueing, about
 clients / throughput), and search by id paced at ``--paced-rate`` requests/s in total
-(the load 32 people clicking through results would make).
-Goals: zero errors at 32 concurrent clients; p99 of search by id under 50 ms.
+(the load 32 people clicking through results would make), and search by upload paced at ``--upload-rate``.
+The server's CPU per request (its processes only; the load generator runs in this process) comes from the
+paced scenarios; a capacity sweep paces search by id at rising rates and reports the highest whose p99 stays
+under 50 ms (``capacity``).
+Goals: zero errors at 32 concurrent clients; p99 of search by id under 50 ms; server CPU per search by id
+<= 1.5 ms and per upload <= 15 ms (issue 18).
 
 The index is ``--index DIR`` (the real one: ``runs/ucmd/index``, built with the trained
 model). Without it, a small index (``--max-images``, from UCMD or, failing that, synthetic
@@ -48,7 +52,12 @@ from pathlib import Path
 import httpx
 
 RESULTS = Path(__file__).parent / "results" / "serve_load.json"
-GOALS = {"clients": 32, "errors": 0, "p99_search_by_id_ms": 50.0}
+GOALS = {"clients": 32, "errors": 0, "p99_search_by_id_ms": 50.0,
+         # issue 18: the server's own CPU per request (load generator excluded), from the paced scenarios
+         "server_cpu_ms_per_search": 1.5, "server_cpu_ms_per_upload": 15.0}
+#: Total rates (requests/s) of the capacity sweep: paced search by id, each for --capacity-duration seconds,
+#: stopping at the first rate whose p99 is 50 ms or more (or with errors).
+CAPACITY_RATES = (100, 200, 300, 400, 500, 600, 800, 1000)
 
 
 # ---------------------------------------------------------------------------- the index
@@ -337,6 +346,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--uploads", type=int, default=50, help="distinct query images uploaded (default 50)")
     p.add_argument("--paced-rate", type=float, default=200,
                    help="also search by id at this total rate, requests/s (default 200; 0: skip)")
+    p.add_argument("--upload-rate", type=float, default=20,
+                   help="also search by upload at this total rate, requests/s (default 20; 0: skip)")
+    p.add_argument("--capacity", action=argparse.BooleanOptionalAction, default=True,
+                   help="sweep paced search-by-id rates for the capacity at p99 < 50 ms (default: on)")
+    p.add_argument("--capacity-duration", type=float, default=10, help="seconds per capacity rate (default 10)")
     p.add_argument("--quick", action="store_true", help="smoke test: a tiny index, 4 clients, 1.5 s per scenario, "
                    "results to a temporary file unless --out is given")
     p.add_argument("--out", type=Path)
@@ -344,6 +358,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.max_images, args.clients, args.duration, args.uploads = 24, 4, 1.5, 5
         args.paced_rate = args.paced_rate and 20
+        args.upload_rate, args.capacity = args.upload_rate and 4, False
         args.out = args.out or Path(tempfile.gettempdir()) / "serve_load_quick.json"
     args.out = args.out or RESULTS
     return args
@@ -380,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = [("search_by_id", by_id, None), ("search_by_upload", by_upload, None)]
     if args.paced_rate:
         plan.append(("search_by_id_paced", by_id, args.paced_rate))
+    if args.upload_rate:
+        plan.append(("search_by_upload_paced", by_upload, args.upload_rate))
     about = machine()
     scenarios = {}
     try:
@@ -393,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {s['ok']} ok, {s['errors']} errors, {s['throughput_rps']} req/s, "
                       f"p50 {s['latency_ms']['p50']} ms, p99 {s['latency_ms']['p99']} ms, "
                       f"server CPU {s['cpu_ms_per_request']['server']} ms/request", flush=True)
+            capacity = sweep(server, args, by_id) if args.capacity else None
             alive = httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
         finally:
             server.stop()
@@ -403,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     def p99(name: str) -> float | None:
         return scenarios[name]["latency_ms"]["p99"] if name in scenarios else None
 
+    def server_cpu(name: str) -> float | None:
+        return scenarios[name]["cpu_ms_per_request"]["server"] if name in scenarios else None
+
     def met(value: float | None) -> bool | None:
         return None if value is None else value < GOALS["p99_search_by_id_ms"]
 
@@ -411,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         "p99_search_by_id_closed_loop_ms": p99("search_by_id"),
         "p99_search_by_id_paced_ms": p99("search_by_id_paced"),
         "errors": sum(s["errors"] for s in scenarios.values()),
+        "server_cpu_ms_per_search": server_cpu("search_by_id_paced"),
+        "server_cpu_ms_per_upload": server_cpu("search_by_upload_paced"),
+        "paced_capacity_rps_p99_50ms": None if capacity is None else capacity["capacity_rps"],
         "model_is_trained": trained,
     }
     result = {
@@ -431,17 +455,43 @@ def main(argv: list[str] | None = None) -> int:
                      **params, "distinct_uploads": len(uploads),
                      "upload_bytes_mean": round(statistics.fmean(len(d) for _, d in uploads)), "quick": args.quick},
         "scenarios": scenarios,
+        "capacity": capacity,
         "server_alive_after": alive,
         "goals": GOALS | {
             "met_errors": targets["errors"] == 0 and args.clients >= GOALS["clients"],
             "met_p99_search_by_id_closed_loop": met(targets["p99_search_by_id_closed_loop_ms"]),
             "met_p99_search_by_id_paced": met(targets["p99_search_by_id_paced_ms"]),
+            "met_server_cpu_ms_per_search": _at_most(targets["server_cpu_ms_per_search"], GOALS["server_cpu_ms_per_search"]),
+            "met_server_cpu_ms_per_upload": _at_most(targets["server_cpu_ms_per_upload"], GOALS["server_cpu_ms_per_upload"]),
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"targets: {json.dumps(targets)}\nwrote {args.out}")
     return 0
+
+
+def _at_most(value: float | None, goal: float) -> bool | None:
+    return None if value is None else value <= goal
+
+
+def sweep(server: "Server", args: argparse.Namespace, request) -> dict:
+    """Paced search by id at rising total rates: the highest with p99 < 50 ms and no errors."""
+    steps, capacity = [], None
+    for rate in CAPACITY_RATES:
+        s = run_scenario(server.url, server.proc.pid, args.clients, args.capacity_duration, 10**9, request, rate)
+        ok = s["errors"] == 0 and s["latency_ms"]["p99"] is not None and s["latency_ms"]["p99"] < GOALS["p99_search_by_id_ms"]
+        steps.append({"rate": rate, "throughput_rps": s["throughput_rps"], "p50_ms": s["latency_ms"]["p50"],
+                      "p99_ms": s["latency_ms"]["p99"], "errors": s["errors"],
+                      "server_cpu_ms": s["cpu_ms_per_request"]["server"], "ok": ok})
+        print(f"  capacity sweep: {steps[-1]}", flush=True)
+        if not ok:
+            break
+        capacity = rate
+    return {"capacity_rps": capacity, "clients": args.clients, "seconds_per_rate": args.capacity_duration,
+            "rule": "the highest paced rate (search by id) whose p99 is under 50 ms with 0 errors; the load generator "
+                    "runs in this benchmark's process, the server in its own (both on this machine's cores)",
+            "steps": steps}
 
 
 def _all_ids(index_dir: Path) -> list[int]:

@@ -343,6 +343,7 @@ class Index:
         weight: float | None = None,
         ids: Iterable[int] | None = None,
         offset: int = 0,
+        ties: int = 0,
     ) -> list[Hit]:
         """The best ``k`` images for ``query`` (an image path, uint8 RGB pixels, a bool code or an indexed id).
 
@@ -355,11 +356,13 @@ class Index:
         :attr:`rerank_weight`). ``labels``: only images with one of these labels
         (``None`` in the list: unlabelled ones), filtered inside the index. ``ids``: only these items (e.g.
         the chips in an area of interest), filtered the same way. ``offset``: skip that many results (a page;
-        ``offset + k <= shortlist``). A list of queries is several examples (at most
+        ``offset + k <= shortlist``). ``ties``: re-rank up to that many more candidates at the shortlist's last
+        Hamming distance (codes that collapse onto a few values tie by the thousand at archive scale; see
+        docs/SCALING.md; one query only). A list of queries is several examples (at most
         :data:`~.search.MAX_EXAMPLES`): the union of their shortlists re-ranked against all of them
         (:func:`~.search.rank_examples`).
         """
-        params = SearchParams(k, radius, rerank, labels, shortlist=shortlist, weight=weight, offset=offset)
+        params = SearchParams(k, radius, rerank, labels, shortlist=shortlist, weight=weight, offset=offset, ties=ties)
         params.check(self.bits)
         vectors = self.queries.vectors(query)
         return self._searcher.search(vectors, params, ids=ids, prefer=self.queries.indexed_id_of_file(query))

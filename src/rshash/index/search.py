@@ -94,6 +94,7 @@ class SearchParams:
     shortlist: int = DEFAULT_SHORTLIST
     weight: float | None = None  # descriptor weight of the re-rank (None: the searcher's, i.e. the model's)
     offset: int = 0  # results skipped (a page: offset + k within the re-ranked window)
+    ties: int = 0  # also re-rank up to this many more candidates tied at the shortlist's last distance
 
     @property
     def rerank_weight(self) -> float:
@@ -113,6 +114,8 @@ class SearchParams:
             raise ValueError("k=None (no limit) needs a radius; give k")
         if self.offset < 0:
             raise ValueError(f"offset must be >= 0, got {self.offset}")
+        if self.ties < 0:
+            raise ValueError(f"ties must be >= 0, got {self.ties}")
         if self.offset and (self.k is None or self.offset + self.k > self.shortlist):
             raise ValueError(f"offset + k must be within the re-ranked window of {self.shortlist} results, "
                              f"got offset {self.offset} and k {self.k}")
@@ -142,21 +145,32 @@ def candidates(
     with a radius and a ``k``, those of the items within it (``k=None``: all within it)."""
     excluded = np.asarray(params.exclude, dtype=np.int64)
     size = params.window
+    ties = params.ties if params.radius is None else 0
     if allowed is not None:  # filtered: exact Hamming over the allowed rows of the table
         pos = table.positions(allowed)
         ids, dist = table.ids[pos], table.hamming(code, pos)
     elif params.radius is not None:
         dist, ids = codes.range_search(code, params.radius)
     else:
-        dist, ids = codes.search(code, size + len(excluded))
+        dist, ids = codes.search(code, size + ties + len(excluded))
     keep = ~np.isin(ids, excluded)
     if params.radius is not None:
         keep &= dist <= params.radius
     ids, dist = ids[keep], dist[keep]
     if (params.radius is None or params.k is not None) and len(ids) > size:  # a radius: cut before re-ranking
-        first = np.lexsort((ids, dist))[:size]
+        first = np.lexsort((ids, dist))
+        first = first[: _tied_window(dist[first], size, ties)]
         ids, dist = ids[first], dist[first]
     return ids.astype(np.int64), dist.astype(np.int32)
+
+
+def _tied_window(sorted_dist: np.ndarray, size: int, ties: int) -> int:
+    """How many of the candidates (sorted by distance) are re-ranked: ``size``, plus up to ``ties`` more at the
+    ``size``-th one's distance."""
+    if not ties or len(sorted_dist) <= size:
+        return min(size, len(sorted_dist))
+    bound = sorted_dist[size - 1]
+    return min(size + ties, int(np.searchsorted(sorted_dist, bound, side="right")))
 
 
 def similarities(table: VectorTable, descriptors: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -184,23 +198,27 @@ def rank(
     """Order candidates by :func:`two_stage_order` (the ``window`` nearest re-ranked) and cut to the page."""
     rerank = params.rerank and descriptor is not None
     if rerank and len(ids):
-        known = np.isin(ids, table.ids)  # a row removed between the shortlist and now
+        known = table.contains(ids)  # a row removed between the shortlist and now
         ids, dist = ids[known], dist[known]
     sim = None
+    window = params.window
     if rerank and len(ids):  # similarities for the re-ranked window only
         other = ids != params.prefer if params.prefer is not None else np.zeros(len(ids), dtype=bool)
-        head = np.lexsort((ids, other, dist))[: params.window]
+        head = np.lexsort((ids, other, dist))
+        if params.ties and params.radius is None:
+            window = _tied_window(dist[head], window, params.ties)
+        head = head[:window]
         sim = np.zeros(len(ids), dtype=np.float32)
         sim[head] = similarities(table, descriptor, table.positions(ids[head]))[0]
     order = two_stage_order(dist[None], ids, bits, None if sim is None else sim[None], rerank=rerank,
-                            shortlist=params.window, weight=params.rerank_weight, prefer=params.prefer)[0]
+                            shortlist=window, weight=params.rerank_weight, prefer=params.prefer)[0]
     order = order[_page(params, len(order))]
     ids, dist = ids[order], dist[order]
     if sim is None:
         return Ranked(ids, dist, dist / bits, None)
     sim = sim[order]
-    if len(order) > params.window:  # past the window (a radius without k): similarities of these results only
-        sim[params.window :] = similarities(table, descriptor, table.positions(ids[params.window :]))[0]
+    if len(order) > window:  # past the window (a radius without k): similarities of these results only
+        sim[window :] = similarities(table, descriptor, table.positions(ids[window :]))[0]
     return Ranked(ids, dist, rerank_scores(dist, sim, bits, params.rerank_weight), sim)
 
 
@@ -215,7 +233,7 @@ def rank_examples(
     higher similarity, then smaller distance, then id."""
     found = [candidates(e.code, params, codes, table, allowed)[0] for e in examples]
     ids = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
-    ids = ids[np.isin(ids, table.ids)]
+    ids = ids[table.contains(ids)]
     pos = table.positions(ids)
     rerank = params.rerank and all(e.descriptor is not None for e in examples)
     query_codes = np.stack([np.asarray(e.code, dtype=np.uint8) for e in examples])
@@ -258,11 +276,11 @@ def rank_feedback(
         ids = table.ids  # every item: the shortlists are in it
     elif allowed is not None and len(allowed) <= EXHAUSTIVE_ALLOWED:
         ids = np.unique(np.asarray(allowed, dtype=np.int64))
-        ids = ids[np.isin(ids, table.ids)]
+        ids = ids[table.contains(ids)]
     else:
         found = [candidates(e.code, params, codes, table, allowed)[0] for e in positives]
         ids = np.unique(np.concatenate(found))
-        ids = ids[np.isin(ids, table.ids)]
+        ids = ids[table.contains(ids)]
     ids = ids[~np.isin(ids, np.asarray(params.exclude, dtype=np.int64))]
     if not len(ids):  # nothing to rank (an empty area, every item an example)
         empty = np.zeros(0, np.int64)

@@ -4,15 +4,19 @@ SQLite stays the source of truth; this table is rebuilt from it and kept up to
 date with the same generation deltas as the faiss cache. It is immutable: an
 update returns a new table, so a search can use the one it got without a lock.
 Memory: ``bits / 8 + descriptor_dims + 12`` bytes per item (156 for 64-bit codes
-and 128-d descriptors).
+and 128-d descriptors). A table saved with :meth:`VectorTable.save` opens memory-mapped
+(:meth:`VectorTable.open`): its rows are then pages of the files, read on demand and
+dropped by the OS under pressure, not the searching process's own (anonymous) memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..io_utils import atomic_directory
 from ..ranking import cosine_similarity, descriptor_norms
 from .store import CodeDelta
 
@@ -33,6 +37,23 @@ class VectorTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    _FILES = ("ids", "codes", "descriptors", "norms")
+
+    def save(self, directory: str | Path) -> None:
+        """Write the table as ``.npy`` files of one directory, atomically (a crash leaves the old one or this)."""
+        with atomic_directory(directory) as tmp:
+            for name in self._FILES:
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
+
+    @classmethod
+    def open(cls, directory: str | Path, mmap: bool = True) -> "VectorTable":
+        """A table written by :meth:`save`; ``mmap``: its arrays memory-mapped read-only."""
+        arrays = [np.load(Path(directory) / f"{name}.npy", mmap_mode="r" if mmap else None) for name in cls._FILES]
+        n = {len(a) for a in arrays}
+        if len(n) != 1 or arrays[1].dtype != np.uint8 or arrays[2].dtype != np.int8:
+            raise ValueError(f"{directory}: not a vector table (row counts {sorted(n)})")
+        return cls(*arrays)
+
     def apply(self, delta: CodeDelta) -> "VectorTable":
         """A new table with ``delta``'s removals and additions (a row re-added under its id replaces it)."""
         gone = np.isin(self.ids, np.concatenate([delta.removed, delta.ids]))
@@ -42,6 +63,14 @@ class VectorTable:
         descriptors = np.concatenate([self.descriptors[~gone], delta.descriptors])[order]
         norms = np.concatenate([self.norms[~gone], descriptor_norms(delta.descriptors)])[order]
         return VectorTable(ids[order], codes, descriptors, norms)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """``bool`` per id: is it in the table (a binary search per id: no pass over the table)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(self.ids):
+            return np.zeros(len(ids), dtype=bool)
+        pos = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return np.asarray(self.ids[pos]) == ids
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of those ``ids`` that are in the table (others dropped), in the given order."""

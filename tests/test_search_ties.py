@@ -1,0 +1,55 @@
+"""Ties at the shortlist boundary: ``SearchParams.ties`` re-ranks the candidates tied at its last distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rshash.index.backends.faiss import CodeIndex
+from rshash.index.search import SearchParams, candidates, rank
+from rshash.index.vectors import VectorTable
+from rshash.ranking import descriptor_norms
+
+
+@pytest.fixture()
+def tied():
+    """40 items with the query's code (distance 0) and 10 at distance 1; the item most like the query's
+    descriptor is the last of the tied ones (id 39), so the id order leaves it out of a 5-item shortlist."""
+    rng = np.random.default_rng(0)
+    codes = np.zeros((50, 8), dtype=np.uint8)
+    codes[40:, 0] = 1
+    descriptors = rng.integers(-127, 128, (50, 16)).astype(np.int8)
+    query = rng.integers(-127, 128, 16).astype(np.int8)
+    descriptors[39] = query
+    ids = np.arange(50, dtype=np.int64)
+    table = VectorTable(ids, codes, descriptors, descriptor_norms(descriptors))
+    return CodeIndex.build("flat", 64, ids, codes), table, np.zeros(8, dtype=np.uint8), query
+
+
+def search(tied, **params):
+    index, table, code, query = tied
+    p = SearchParams(k=3, shortlist=5, weight=0.5, **params)
+    ids, dist = candidates(code, p, index, table, None)
+    return ids, rank(ids, dist, query, p, table, 64)
+
+
+def test_without_ties_the_shortlist_is_the_first_ids(tied):
+    ids, ranked = search(tied)
+    assert sorted(ids) == [0, 1, 2, 3, 4] and 39 not in ranked.ids
+
+
+def test_ties_bring_every_tied_candidate_into_the_rerank_and_no_farther_one(tied):
+    ids, ranked = search(tied, ties=100)
+    assert sorted(ids) == list(range(40))  # all at distance 0, none of those at distance 1
+    assert ranked.ids[0] == 39 and ranked.similarities[0] == pytest.approx(1.0)
+
+
+def test_ties_are_capped(tied):
+    ids, _ = search(tied, ties=10)
+    assert sorted(ids) == list(range(15))
+
+
+def test_negative_ties_are_refused():
+    with pytest.raises(ValueError, match="ties"):
+        SearchParams(ties=-1).check(64)
+
