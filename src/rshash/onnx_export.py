@@ -47,10 +47,15 @@ def export_onnx(
 
 
 def open_session(model: str | Path | bytes, threads: int = DEFAULT_THREADS) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session limited to ``threads`` intra-op threads."""
+    """An ONNX Runtime CPU session limited to ``threads`` intra-op threads.
+
+    Its threads do not spin-wait for work between operators: spinning made a served upload cost 22 ms of CPU
+    instead of 16 (the idle thread burns a core), and batches are as fast without it (benchmarks/scale.py).
+    """
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])

@@ -67,13 +67,15 @@ class LocalEngine:
 
     One reader thread loads batches in order (a raster handle is read by one thread at a time), up to
     ``workers`` batches ahead; ``workers`` threads encode them at once, each with a single-threaded ONNX
-    Runtime session (default: the encoder's thread count, so the same cores as one session of that many
-    threads, without its operator barriers waiting on the reader); batches come out in work order.
+    Runtime session (default: ``RSHASH_THREADS``, 2: the same cores as one session of that many threads,
+    without its operator barriers waiting on the reader); batches come out in work order.
     ``workers=1`` encodes with the encoder's own session.
     """
 
     def __init__(self, encoder: "Encoder", workers: int | None = None):
-        self.workers = max(1, int(workers if workers is not None else encoder.threads))
+        from ..onnx_export import DEFAULT_THREADS  # here: an encoder exists, so onnxruntime is loaded already
+
+        self.workers = max(1, int(workers if workers is not None else DEFAULT_THREADS))
         self.encoder = encoder if self.workers == 1 else encoder.with_threads(1)
 
     def __enter__(self) -> "LocalEngine":

@@ -58,8 +58,11 @@ class Index:
     go on with the previous ones.
     """
 
-    def __init__(self, path: Path, store: Store, model: ModelSource | None):
+    def __init__(self, path: Path, store: Store, model: ModelSource | None, encoder_threads: int | None = None):
         self.path = path
+        #: ONNX Runtime threads of the encoder this index loads (None: ``RSHASH_THREADS``, default 2); indexing
+        #: runs its own single-threaded sessions side by side either way (see ``encoding.local``).
+        self.encoder_threads = encoder_threads
         self._store = store
         meta = store.meta()
         self.bits = int(meta["bits"])
@@ -112,8 +115,10 @@ class Index:
         return cls.open(path, model)
 
     @classmethod
-    def open(cls, path: str | Path, model_dir: ModelSource | None = None) -> "Index":
+    def open(cls, path: str | Path, model_dir: ModelSource | None = None, *,
+             encoder_threads: int | None = None) -> "Index":
         """An existing index. ``model_dir`` (a directory or an Encoder) overrides the recorded one.
+        ``encoder_threads``: ONNX Runtime threads of the encoder it loads for image queries (None: the default).
 
         Raises :class:`ModelMismatchError` if the model's fingerprint or bits differ
         from the index's, and ``IndexFormatError`` for an index newer than this code.
@@ -121,7 +126,7 @@ class Index:
         path = Path(path)
         store = Store.open(path / DB_NAME)
         try:
-            return cls(path, store, model_dir)
+            return cls(path, store, model_dir, encoder_threads)
         except BaseException:
             store.close()
             raise
@@ -178,7 +183,8 @@ class Index:
                     f"the model this index was built with is missing ({self.model_dir}): pass it explicitly "
                     "(Index.open(path, model_dir=...), CLI --model)"
                 )
-            encoder = Encoder(self.model_dir)
+            encoder = Encoder(self.model_dir) if self.encoder_threads is None else Encoder(self.model_dir,
+                                                                                           self.encoder_threads)
             self._attach_model(encoder)  # the directory may have been overwritten since open
             self._encoder = encoder
         return self._encoder

@@ -52,6 +52,10 @@ from .schemas import K_MAX
 MULTIPART_OVERHEAD = 64 * 1024
 #: Environment variable with :func:`create_app`'s keyword arguments as JSON, for worker processes.
 CONFIG_ENV = "RSHASH_SERVE_CONFIG"
+#: ONNX Runtime threads per uploaded image: one. Uploads are many small requests spread over the workers (and
+#: concurrent requests of one worker); one thread costs 14 ms of CPU per upload where two cost 16 ms for 1-2 ms
+#: less latency (benchmarks/serve_load.py). Override with RSHASH_SERVE_THREADS.
+QUERY_ENCODER_THREADS = int(os.environ.get("RSHASH_SERVE_THREADS", "1"))
 
 
 def limits_text(settings: Settings) -> str:
@@ -103,7 +107,7 @@ def create_app(
     )
     owns_index = index is None
     if index is None:
-        index = Index.open(index_dir, model_dir)
+        index = Index.open(index_dir, model_dir, encoder_threads=QUERY_ENCODER_THREADS)
     service = Service(index, settings)
     if preload_model and service.model_available():
         service.load_encoder()
