@@ -14,6 +14,7 @@ The in-memory search structures and the cache file are kept by :mod:`.live`.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from dataclasses import replace
 from functools import cached_property
@@ -75,7 +76,7 @@ class Index:
         #: :func:`rshash.model_config.model_rerank_weight`).
         self.rerank_weight = recorded_weight(meta, self.model_dir)
         self.backend = meta.get("backend", "faiss")  # where the Hamming shortlist comes from (see .backends)
-        self._live = LiveCodes(store, self._kind, self.bits, self.descriptor_dims, open_backend(path, meta))
+        self._live = LiveCodes(store, self._kind, self.bits, self.descriptor_dims, open_backend(path, meta), path)
         self._lock = threading.RLock()  # writes in this process (add, remove, set_kind)
         self.queries = Queries(store, self.bits, lambda: self.encoder, f"the index {path}")
         self._searcher = Searcher(store, self._live, self.bits, self.rerank_weight)
@@ -100,6 +101,8 @@ class Index:
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("cache-*.faiss"):  # left by a deleted index; would not match this one
             stale.unlink()
+        for stale in path.glob("vectors-g*"):  # the same for a saved vector table
+            shutil.rmtree(stale, ignore_errors=True)
         meta = {
             "fingerprint": fingerprint,
             "bits": bits,
@@ -488,7 +491,7 @@ class Index:
     def stats(self) -> dict:
         """Size, model, kind and storage footprint (JSON-serialisable)."""
         db_bytes = sum(f.stat().st_size for f in self.path.glob(f"{DB_NAME}*"))
-        cache_bytes = sum(f.stat().st_size for f in self.path.glob("cache-*.faiss"))
+        cache_bytes = sum(f.stat().st_size for f in [*self.path.glob("cache-*.faiss"), *self.path.glob("vectors-g*/*")])
         count = len(self)
         meta = self._store.meta()
         return {

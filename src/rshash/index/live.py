@@ -31,12 +31,13 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from .backends.base import CodeBackend, CodeBackends
 from .rwlock import ReadWriteLock
 from .store import DB_NAME, CodeDelta, Store
-from .vectors import VectorTable
+from .vectors import VectorTable, mapped
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ class LiveCodes:
     """The code index and vector table of one index directory, caught up with its SQLite store."""
 
     def __init__(self, store: Store, kind: str, bits: int, descriptor_dims: int,
-                 backends: CodeBackends):
+                 backends: CodeBackends, vectors_dir: Path | None = None):
         self._store = store
+        self._vectors_dir = vectors_dir  # where a large vector table is saved and memory-mapped from
         self._backends = backends  # builds, reloads and persists the code index
         self._kind = kind
         self._bits = bits
@@ -177,14 +179,17 @@ class LiveCodes:
         codes = self._backends.build(self._kind, self._bits, full.ids, full.codes)
         log.debug("rebuilt %s search index of %d codes in %.2fs", self._kind, len(full.ids),
                   time.perf_counter() - start)
-        return Structures(codes, VectorTable.from_delta(full), full.generation)
+        return Structures(codes, self._table(full), full.generation)
+
+    def _table(self, full: CodeDelta) -> VectorTable:
+        return mapped(VectorTable.from_delta(full), self._vectors_dir, full.generation)
 
     def _load_or_build(self) -> tuple[Structures, bool]:
         """Everything read once; the saved cache if it holds exactly this generation's ids and codes."""
         full = self._store.codes_since(None, self._bits // 8, self._dims)
         cached = self._backends.load(self._kind, self._bits, full.generation)
         if cached is not None and cached.matches(full.ids, full.codes):
-            return Structures(cached, VectorTable.from_delta(full), full.generation), False
+            return Structures(cached, self._table(full), full.generation), False
         if cached is not None:
             log.warning("search cache of generation %d disagrees with %s: rebuilding it", full.generation, DB_NAME)
         return self._build(full), True

@@ -11,6 +11,9 @@ dropped by the OS under pressure, not the searching process's own (anonymous) me
 
 from __future__ import annotations
 
+import logging
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,12 @@ import numpy as np
 from ..io_utils import atomic_directory
 from ..ranking import cosine_similarity, descriptor_norms
 from .store import CodeDelta
+
+log = logging.getLogger(__name__)
+
+#: A table of at least this many rows is served memory-mapped from its index directory (see :func:`mapped`).
+MMAP_MIN_ROWS = 100_000
+_SAVED_RE = re.compile(r"vectors-g(?P<generation>\d+)")
 
 
 @dataclass(frozen=True)
@@ -86,3 +95,32 @@ class VectorTable:
     def similarity(self, descriptor: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Cosine similarity of one int8 descriptor to the rows at ``positions``."""
         return cosine_similarity(descriptor[None, :], self.descriptors[positions], self.norms[positions])[0]
+
+
+def mapped(table: VectorTable, directory: Path | None, generation: int) -> VectorTable:
+    """``table`` served from ``directory/vectors-g<generation>`` memory-mapped, when it has at least
+    :data:`MMAP_MIN_ROWS` rows: the saved files are reused if they hold exactly its ids and codes, else written
+    (atomically); older generations' files are removed. Its rows are then file pages (the OS keeps what
+    searches touch), not the process's own memory; the in-memory ``table`` is returned where the files cannot be
+    written (a read-only archive) or the table is small. A table updated in place later (``apply``) is in memory
+    again until the next full build or open."""
+    if directory is None or len(table) < MMAP_MIN_ROWS:
+        return table
+    target = directory / f"vectors-g{generation}"
+    try:
+        if target.is_dir():
+            try:
+                saved = VectorTable.open(target)
+                if np.array_equal(saved.ids, table.ids) and np.array_equal(saved.codes, table.codes):
+                    return saved
+            except (OSError, ValueError):
+                pass
+        table.save(target)
+        for other in directory.glob("vectors-g*"):
+            m = _SAVED_RE.fullmatch(other.name)
+            if m is not None and int(m["generation"]) < generation:
+                shutil.rmtree(other, ignore_errors=True)  # a process that maps them keeps its pages
+        return VectorTable.open(target)
+    except OSError as exc:
+        log.warning("could not save the vector table in %s (%s): it stays in memory", directory, exc)
+        return table
