@@ -44,3 +44,23 @@ def test_int8_encoder_is_a_new_verified_model_close_to_the_float_one(model, caps
     # quantising twice is refused; an index built with one refuses the other (different fingerprints)
     assert main(["quantize", "--model", str(out), "--out", str(model / "again")]) == 2
     assert "already has a int8 encoder" in capsys.readouterr().err
+
+
+def test_keep_float_leaves_the_chosen_convolutions_in_float(model):
+    import onnx
+
+    from rshash.quantize import float_convolutions, quantize_model
+
+    onnx_bytes = (model / "model" / "encoder.onnx").read_bytes()
+    ends, depthwise = float_convolutions(onnx_bytes, "ends"), float_convolutions(onnx_bytes, "ends+depthwise")
+    assert float_convolutions(onnx_bytes, "none") == [] and len(ends) == 2 and set(ends) < set(depthwise)
+    with pytest.raises(ValueError, match="keep"):
+        float_convolutions(onnx_bytes, "everything")
+    out = model / "model-int8-ends"
+    quantize_model(model / "model", out, [str(p) for p in sorted((model / "data").rglob("*.png"))][:4], keep_float="ends")
+    graph = onnx.load(str(out / "encoder.onnx")).graph
+    convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    for name in ends:  # a float convolution reads float weights, not dequantized int8 ones
+        assert convs[name].input[1] not in dequantized
+    assert json.loads((out / "config.json").read_text())["float_convolutions"] == "ends"

@@ -13,6 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_DIR")
     p.add_argument("--out", required=True, type=Path, metavar="OUT_DIR")
     p.add_argument("--calibration", type=int, default=256, help="training images to calibrate on (default 256)")
+    p.add_argument("--keep-float", choices=("none", "ends", "ends+depthwise"), default="none",
+                   help="convolutions left in float: none (default), ends (stem and head) or ends+depthwise "
+                        "(those and the depthwise ones); see benchmarks/results/scale.json for their cost and speed")
     p.set_defaults(func=run)
 
 
@@ -21,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.calibration < 1:
         raise ValueError(f"--calibration must be >= 1, got {args.calibration}")
-    fingerprint = quantize_model(args.model, args.out, calibration_paths(args.model, args.calibration))
+    fingerprint = quantize_model(args.model, args.out, calibration_paths(args.model, args.calibration),
+                                 keep_float=args.keep_float)
     print(f"{args.out}: int8 encoder, fingerprint {fingerprint}")
     return 0
