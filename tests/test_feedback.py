@@ -131,3 +131,29 @@ def test_feedback_over_nothing_returns_nothing(feedback_index):
     with Index.open(feedback_index) as index:
         assert index.search_examples([1], [2], ids=[1, 2]) == []  # the only allowed items are the examples
         assert index.search_examples([1], [2], ids=[]) == []
+
+
+def test_feedback_similarity_is_the_mean_over_positives():
+    """rank_feedback scores every candidate with one row for all positives (the mean of their unit descriptors):
+    the same as averaging each positive's cosine similarity."""
+    from rshash.index.backends.faiss import CodeIndex
+    from rshash.index.search import QueryVectors, SearchParams, rank_feedback
+    from rshash.index.vectors import VectorTable
+    from rshash.ranking import cosine_similarity, descriptor_norms, rerank_scores
+
+    rng = np.random.default_rng(1)
+    n = 300
+    codes = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    descriptors = rng.integers(-127, 128, (n, 16)).astype(np.int8)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    table = VectorTable(ids, codes, descriptors, descriptor_norms(descriptors))
+    index = CodeIndex.build("flat", 64, ids, codes)
+    pos = [QueryVectors(codes[i], descriptors[i], (int(ids[i]),)) for i in (3, 50, 120)]
+    params = SearchParams(k=n, weight=0.5, exclude=(4, 51, 121))
+    ranked, _ = rank_feedback(pos, [], params, index, table, None, 64)
+    rows = table.positions(ranked.ids)
+    per_positive = cosine_similarity(np.stack([p.descriptor for p in pos]), descriptors[rows], table.norms[rows])
+    np.testing.assert_allclose(ranked.similarities, per_positive.mean(axis=0), atol=1e-5)
+    hamming = np.stack([np.bitwise_count(codes[rows] ^ p.code).sum(axis=1) for p in pos])
+    mean_score = rerank_scores(hamming, per_positive, 64, 0.5).mean(axis=0)
+    assert np.all(np.diff(mean_score) >= -1e-9)  # the order is the mean two-stage score's (standardised)

@@ -53,3 +53,4 @@ def test_negative_ties_are_refused():
     with pytest.raises(ValueError, match="ties"):
         SearchParams(ties=-1).check(64)
 
+

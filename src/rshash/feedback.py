@@ -96,7 +96,8 @@ def _standardise(v: np.ndarray) -> np.ndarray:
 
 def positive_scores(hamming: np.ndarray, similarity: np.ndarray | None, bits: int, weight: float) -> np.ndarray:
     """``(N,)`` mean over the positives of the two-stage score (lower is better) from ``(P, N)`` Hamming
-    distances and descriptor similarities (None: normalised Hamming distance). (The nearest positive instead of
+    distances and descriptor similarities (None: normalised Hamming distance; ``(1, N)``: the mean similarity to
+    the positives, the same score since it is linear in the similarity). (The nearest positive instead of
     the mean ranked worse on the validation folds.)"""
     if similarity is None:
         return (np.asarray(hamming, dtype=np.float64) / bits).mean(axis=0)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, cosine_similarity, rerank_scores, two_stage_order
+from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, cosine_similarity, descriptor_norms, rerank_scores, two_stage_order
 from ..codes import hamming_matrix
 from ..feedback import FEEDBACK_BACKGROUND, FEEDBACK_BACKGROUND_WEIGHT, FEEDBACK_HALF, FEEDBACK_WEIGHT, Feedback, blend, features, fit_classifier, positive_scores
 from ..feedback import decision as decide
@@ -300,9 +300,16 @@ def rank_feedback(
                                  background_weight)
     query_codes = mark_codes(positives)
     pos_desc = mark_desc(positives)
-    # the classifier's descriptor block rides along with the positives' descriptors: one conversion per chunk
-    queries = pos_desc if weights is None or not with_desc else np.vstack(
-        [pos_desc.astype(np.float32), weights[0][None, : pos_desc.shape[1]]])
+    queries = mean_norm = None
+    if with_desc:
+        # The mean over positives of the two-stage score is linear in each positive's similarity, and the mean of
+        # the cosines to x is (the mean of the unit positive descriptors) . x / |x|: one row for all positives
+        # (cosine_similarity divides that row by its norm: multiplied back below). The classifier's descriptor
+        # block rides along as a second row: one conversion of each chunk of stored descriptors.
+        unit = pos_desc.astype(np.float32) / descriptor_norms(pos_desc)[:, None]
+        mean_unit = unit.mean(axis=0)
+        mean_norm = float(np.linalg.norm(mean_unit))
+        queries = mean_unit[None] if weights is None else np.vstack([mean_unit, weights[0][: pos_desc.shape[1]]])
     dist = np.empty(len(ids), dtype=np.int32)
     base = np.empty(len(ids), dtype=np.float64)
     decision = np.empty(len(ids), dtype=np.float64)
@@ -314,12 +321,12 @@ def rank_feedback(
         dist[chunk] = d.min(axis=0)
         s_all = cosine_similarity(queries, table.descriptors[pos[chunk]], table.norms[pos[chunk]]) if with_desc \
             else None
-        s = None if s_all is None else s_all[: len(positives)]
+        s = None if s_all is None else s_all[:1] * mean_norm  # (1, n): the mean similarity to the positives
         base[chunk] = positive_scores(d, s, bits, params.rerank_weight)
         if s is not None:
-            sim[chunk] = s.mean(axis=0)
+            sim[chunk] = s[0]
         if weights is not None:
-            decision[chunk] = decide(rows, bits, *weights, None if s_all is None else s_all[len(positives)])
+            decision[chunk] = decide(rows, bits, *weights, None if s_all is None else s_all[1])
     if params.radius is not None:
         inside = dist <= params.radius
         ids, dist, base, decision = ids[inside], dist[inside], base[inside], decision[inside]
