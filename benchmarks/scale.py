@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     int8_best = min(int8.values(), key=lambda e: max(e["protocol_A_64_map_all_drop"].values()), default=None)
     realistic_file = ROOT / "benchmarks/results/scale_realistic.json"  # benchmarks/scale_realistic.py's own run
     realistic = json.loads(realistic_file.read_text()).get("targets", {}) if realistic_file.is_file() else {}
+    ray_file = ROOT / "benchmarks/results/scale_ray.json"  # benchmarks/scale_ray.py --raster-parts local-ray,cluster
+    ray_rasters = json.loads(ray_file.read_text()) if ray_file.is_file() else {}
+    local_ray, cluster = ray_rasters.get("rasters") or {}, ray_rasters.get("rasters_two_process_cluster") or {}
     results["targets"] = {
         "encode_ceiling_images_per_s": speed.get("ceiling_images_per_s"),
         "encode_images_per_s": speed.get("end_to_end_images_per_s"),
@@ -304,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         "two_stage_1e7_p50_ms_with_ties": realistic.get("two_stage_1e7_p50_ms_with_ties"),
         "search_anon_rss_gb_1e7": realistic.get("search_anon_rss_gb_1e7"),
         "realistic_generator_accepted": realistic.get("generator_accepted"),
-        "ray_vs_local_throughput_ratio": ray.get("ray_vs_local_throughput_ratio"),
+        "ray_vs_local_throughput_ratio": local_ray.get("ray_vs_local_throughput_ratio"),
+        "ray_raster_chips": local_ray.get("chips"),
+        "ray_raster_chips_identical": local_ray.get("ray_raster_chips_identical"),
+        "ray_two_process_cluster_ratio": cluster.get("ray_vs_local_throughput_ratio"),
+        "ray_images_vs_local_throughput_ratio": ray_rasters.get("ray_vs_local_throughput_ratio"),
         "ray_codes_identical": ray.get("ray_codes_identical"),
         "milvus_recall_at_20": milvus.get("milvus_recall_at_20"),
         "ivf_1e8_p50_ms": ivf.get("p50_ms") if at_1e8 else None,
@@ -318,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         "the smallest drop (the larger of its Hamming and re-ranked protocol A mAP@all drops; one model, seed 0), "
         "end-to-end rate against the float encoder's in the same part. IVF: "
         "the ivf part (None: not run at 10^8). two_stage_1e7_*, search_anon_rss_gb_1e7: copied from "
-        "benchmarks/results/scale_realistic.json (python benchmarks/scale_realistic.py).")
+        "benchmarks/results/scale_realistic.json (python benchmarks/scale_realistic.py). ray_*: from "
+        "benchmarks/results/scale_ray.json (python benchmarks/scale_ray.py --n 2100 --raster-parts local-ray,cluster): "
+        "raster chips of the shared rasters (startup excluded), images for ray_images_*.")
     atomic_write_text(args.out, json.dumps(results, indent=1))
     print(json.dumps(results["targets"], indent=1))
     return 0
