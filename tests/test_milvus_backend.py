@@ -201,3 +201,22 @@ def test_cli_index_and_search_with_the_milvus_backend(milvus, small_model_dir, i
 def test_nothing_imports_pymilvus_without_the_milvus_backend():
     code = "import rshash.cli, rshash.index; import sys; assert 'pymilvus' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_searching_process_does_not_write_to_the_shared_collection(milvus, small_model_dir, images, tmp_path,
+                                                                      monkeypatch):
+    """Two Index objects on one Lite collection (as two processes on one server): the writer's changes reach
+    the reader's results through the writer's own writes; the reader's catch-up writes nothing to Milvus."""
+    paths = sorted(str(p) for p in Path(images).rglob("*.png"))
+    with Index.create(tmp_path / "index", small_model_dir, backend="milvus") as writer:
+        writer.add_paths(paths[:8], progress=False)
+        with Index.open(tmp_path / "index") as reader:
+            assert len(reader.search(1, k=20)) == 7
+            writer.add_paths(paths[8:12], progress=False)  # the writer writes to Milvus for real
+            writer.remove([2])
+            writes = []
+            monkeypatch.setattr(milvus.MilvusCodes, "add", lambda self, *a, **k: writes.append("add"))
+            monkeypatch.setattr(milvus.MilvusCodes, "remove", lambda self, *a, **k: writes.append("remove") or True)
+            found = reader.search(1, k=20)
+            assert writes == []  # the reader replayed the changes into its table only
+            assert sorted(h.id for h in found) == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]

@@ -140,6 +140,14 @@ class LiveCodes:
         delta = self._store.codes_since(state.generation, self._bits // 8, self._dims)
         if delta.generation == state.generation:
             return False
+        if background and getattr(self._backends, "shared", False):
+            # A shared index (Milvus) is changed by the writer that committed the change (update_now), never by
+            # a searching process: a slow reader replaying an old change could otherwise re-add an id the
+            # writer has just removed. Its vector table still follows SQLite.
+            table = state.table.apply(delta)
+            with self._updates.write():
+                self._state = Structures(state.codes, table, delta.generation)
+            return False
         if not self.rebuilding and state.codes.can_update(len(delta.removed), delta.total):
             table = state.table.apply(delta)
             with self._updates.write():

@@ -103,6 +103,9 @@ class CodeBackends(Protocol):
     :class:`~.milvus.MilvusBackend`); used by :class:`~..live.LiveCodes`."""
 
     name: str
+    #: The index lives outside this process, shared by every process of the index (Milvus): only a writer
+    #: changes it; a searching process replays SQLite's changes into its own vector table only.
+    shared: bool
 
     def build(self, kind: str, bits: int, ids: Ids, codes: Codes) -> CodeBackend:
         """An index of ``kind`` holding exactly ``codes`` under ``ids``."""

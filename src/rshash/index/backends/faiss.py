@@ -293,6 +293,7 @@ class FaissBackends:
     """Builds faiss :class:`CodeIndex` es for one index directory and keeps the current one as its cache file."""
 
     name = "faiss"
+    shared = False  # each process holds its own copy (the cache file is only a faster start)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

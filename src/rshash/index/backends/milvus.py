@@ -237,6 +237,7 @@ class MilvusBackend:
     """Builds and reopens the :class:`MilvusCodes` of one index (what :class:`~..live.LiveCodes` asks for)."""
 
     name = "milvus"
+    shared = True
 
     def __init__(self, uri: str, collection: str):
         self.uri = uri
