@@ -220,3 +220,30 @@ def test_a_searching_process_does_not_write_to_the_shared_collection(milvus, sma
             found = reader.search(1, k=20)
             assert writes == []  # the reader replayed the changes into its table only
             assert sorted(h.id for h in found) == [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+
+
+def test_reopening_compares_a_recorded_digest_instead_of_streaming_every_code(milvus, small_model_dir, images,
+                                                                               tmp_path, monkeypatch):
+    paths = sorted(str(p) for p in Path(images).rglob("*.png"))
+    with Index.create(tmp_path / "index", small_model_dir, backend="milvus") as index:
+        index.add_paths(paths[:10], progress=False)
+        index.search(1, k=3)
+        index.remove([4])  # an in-place change: recorded again by the writer
+        expected = _results(index.search(1, k=20))
+
+    def no_stream(self, with_codes=True):
+        raise AssertionError("streamed every code out of Milvus")
+
+    monkeypatch.setattr(milvus.MilvusCodes, "stored", no_stream)
+    with Index.open(tmp_path / "index") as reopened:
+        assert _results(reopened.search(1, k=20)) == expected
+    monkeypatch.undo()
+    # a collection changed behind rshash's back (a row deleted): the row count disagrees, it is resynced
+    client = milvus.CLIENTS.acquire(str(tmp_path / "index" / "milvus.db"))
+    try:
+        collection = [c for c in client.list_collections() if not c.endswith(milvus.STATE_SUFFIX)][0]
+        client.delete(collection, ids=[5])
+    finally:
+        milvus.CLIENTS.release(str(tmp_path / "index" / "milvus.db"))
+    with Index.open(tmp_path / "index") as reopened:
+        assert _results(reopened.search(1, k=20)) == expected

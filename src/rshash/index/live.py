@@ -212,4 +212,4 @@ class LiveCodes:
         with self._updates.read():  # no replay changes the index while it is written
             if self._state is not state:
                 return  # replaced meanwhile: whoever replaced it saves
-            self._backends.save(state.codes, self._kind, state.generation)
+            self._backends.save(state.codes, self._kind, state.generation, state.table)

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from ..vectors import VectorTable
 
 Ids = NDArray[np.int64]
 Codes = NDArray[np.uint8]
@@ -115,8 +118,9 @@ class CodeBackends(Protocol):
         """The persisted index of ``kind`` for ``generation``, if any (the caller checks it with ``matches``)."""
         ...
 
-    def save(self, codes: CodeBackend, kind: str, generation: int) -> None:
-        """Persist ``codes``, the index of ``kind`` at ``generation``, and drop older ones (best effort)."""
+    def save(self, codes: CodeBackend, kind: str, generation: int, table: "VectorTable | None" = None) -> None:
+        """Persist ``codes``, the index of ``kind`` at ``generation``, and drop older ones (best effort); ``table``:
+        the ids and codes it holds (a shared backend records what it holds from them)."""
         ...
 
     def close(self) -> None:

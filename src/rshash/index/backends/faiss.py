@@ -315,8 +315,9 @@ class FaissBackends:
             log.warning("ignoring unreadable search cache %s: %s", path, exc)
             return None
 
-    def save(self, codes: CodeBackend, kind: str, generation: int) -> None:
-        """Write the cache of ``generation`` (atomically, once) and delete older ones (best effort)."""
+    def save(self, codes: CodeBackend, kind: str, generation: int, table: object = None) -> None:
+        """Write the cache of ``generation`` (atomically, once) and delete older ones (best effort); ``table``
+        is not needed (the file is the codes)."""
         target = self.cache_path(kind, generation)
         try:
             if not target.exists():

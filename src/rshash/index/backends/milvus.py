@@ -11,6 +11,9 @@ replaying a change twice (two processes catching up with one server) is harmless
 every row of SQLite and deletes the ids SQLite no longer has, so searches meanwhile never lose a row that
 stays. Limits: Milvus returns at most :data:`MAX_TOPK` hits per search; a larger ``k``, a range with more
 hits, or codes tied at the ``k``-th distance beyond that many fall back to an exact scan of the collection here.
+Opening an index checks the collection against SQLite by its row count and the digest its last writer recorded
+(:data:`STATE_SUFFIX`), not by streaming every code out (only a collection without a record is compared code by
+code); a searching process replays SQLite's changes into its own table and never writes to the collection.
 Milvus cuts ties at the ``k``-th distance anywhere, so a search asks it for more and cuts by id here
 (:func:`~.base.k_smallest`). Milvus Lite is one process per ``.db`` file
 (a second process cannot open it): several processes need a Milvus server.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,12 +35,31 @@ with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, deprec
 from .base import by_distance_then_id, empty_result, ivf_lists, ivf_probes, k_smallest
 from .uri import is_remote
 
+if TYPE_CHECKING:
+    from ..vectors import VectorTable
+
 #: Milvus's limit on hits per search (``topk``) and rows per range search.
 MAX_TOPK = 16384
 #: Rows per insert / delete / iterator page.
 BATCH = 10_000
 INDEX_TYPES = {"flat": "BIN_FLAT", "ivf": "BIN_IVF_FLAT"}
 ID, CODE = "id", "code"
+#: Beside each collection, a one-row collection recording what it holds (a digest of its ids and codes, written by
+#: the process that last wrote them), so that opening an index compares that digest with SQLite's instead of
+#: streaming every code out of Milvus. Milvus Lite 2.5 has no collection properties, and every collection needs
+#: a vector field: a 2-d placeholder.
+STATE_SUFFIX, DIGEST, TOTAL, PLACEHOLDER = "__rshash_state", "digest", "total", "placeholder"
+
+
+def content_digest(ids: np.ndarray, codes: np.ndarray) -> str:
+    """SHA-256 of ``(id, code)`` pairs in id order: what a collection must hold at one generation."""
+    import hashlib
+
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    h = hashlib.sha256(np.ascontiguousarray(ids[order]).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(codes, dtype=np.uint8)[order]).tobytes())
+    return h.hexdigest()
 
 logging.getLogger("pymilvus").setLevel(logging.ERROR)  # iterator notices about Lite's client-side timestamps
 
@@ -120,6 +143,41 @@ class MilvusCodes:
     def save(self, path: object = None) -> None:
         """Nothing to write: Milvus persists the collection itself."""
 
+    # ------------------------------------------------------------------ what it holds
+
+    @property
+    def state_collection(self) -> str:
+        return self.collection + STATE_SUFFIX
+
+    def record_state(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Record that the collection holds exactly ``codes`` under ``ids`` (see :data:`STATE_SUFFIX`)."""
+        name = self.state_collection
+        if not self.client.has_collection(name):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                                description="rshash: what the codes collection holds")
+            schema.add_field(ID, DataType.INT64, is_primary=True)
+            schema.add_field(DIGEST, DataType.VARCHAR, max_length=64)
+            schema.add_field(TOTAL, DataType.INT64)
+            schema.add_field(PLACEHOLDER, DataType.FLOAT_VECTOR, dim=2)
+            params = self.client.prepare_index_params()
+            params.add_index(field_name=PLACEHOLDER, index_type="FLAT", metric_type="L2")
+            self.client.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+        self.client.upsert(name, [{ID: 0, DIGEST: content_digest(ids, codes), TOTAL: int(len(ids)),
+                                   PLACEHOLDER: [0.0, 0.0]}])
+
+    def recorded_state(self) -> tuple[str, int] | None:
+        """``(digest, total)`` last recorded, or None (never recorded, or changed since)."""
+        name = self.state_collection
+        if not self.client.has_collection(name):
+            return None
+        rows = self.client.query(name, filter=f"{ID} == 0", output_fields=[DIGEST, TOTAL])
+        return (rows[0][DIGEST], int(rows[0][TOTAL])) if rows else None
+
+    def _forget_state(self) -> None:
+        """Before an in-place change: the record no longer holds until the writer records the new content."""
+        if self.client.has_collection(self.state_collection):
+            self.client.delete(self.state_collection, ids=[0])
+
     # ------------------------------------------------------------------ updates
 
     @property
@@ -130,12 +188,16 @@ class MilvusCodes:
     def add(self, ids: np.ndarray, codes: np.ndarray, new: bool = False) -> None:
         """Insert or replace (upsert) ``codes`` under ``ids``; ``new``: ids known to be absent (plain insert)."""
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if len(ids):
+            self._forget_state()
         write = self.client.insert if new else self.client.upsert
         for start in range(0, len(ids), BATCH):
             rows = [{ID: int(i), CODE: c.tobytes()} for i, c in zip(ids[start : start + BATCH], codes[start : start + BATCH])]
             write(self.collection, rows)
 
     def remove(self, ids: np.ndarray) -> bool:
+        if len(ids):
+            self._forget_state()
         for start in range(0, len(ids), BATCH):
             self.client.delete(self.collection, ids=[int(i) for i in ids[start : start + BATCH]])
         return True
@@ -153,9 +215,13 @@ class MilvusCodes:
         return True
 
     def matches(self, ids: np.ndarray, codes: np.ndarray) -> bool:
-        """Whether the collection holds exactly ``codes`` under ``ids`` (sorted ids)."""
+        """Whether the collection holds exactly ``codes`` under ``ids`` (sorted ids): its row count, then the
+        recorded digest (:meth:`record_state`) if there is one, else every stored code compared (streamed out)."""
         if self.ntotal != len(ids):
             return False
+        state = self.recorded_state()
+        if state is not None:
+            return state == (content_digest(ids, codes), len(ids))
         stored_ids, stored = self.stored()
         order = np.argsort(stored_ids, kind="stable")
         return bool(np.array_equal(stored_ids[order], ids) and np.array_equal(stored[order], codes))
@@ -263,6 +329,7 @@ class MilvusBackend:
             codes_index.add(ids, codes, new=True)
         else:
             codes_index.resync(ids, codes)
+        codes_index.record_state(ids, codes)
         return codes_index
 
     def load(self, kind: str, bits: int, generation: int | None = None) -> MilvusCodes | None:
@@ -270,8 +337,11 @@ class MilvusBackend:
         checks it against SQLite with ``matches``)."""
         return MilvusCodes.open(self.client, self.collection, kind, bits)
 
-    def save(self, codes: MilvusCodes, kind: str, generation: int) -> None:
-        """Nothing to write: the collection is written in place."""
+    def save(self, codes: MilvusCodes, kind: str, generation: int, table: "VectorTable | None" = None) -> None:
+        """The collection is written in place; record what it holds now (``table``: the ids and codes of this
+        generation, as the process that wrote them has them), so the next open needs no full scan."""
+        if table is not None and codes.recorded_state() is None:
+            codes.record_state(np.asarray(table.ids), np.asarray(table.codes))
 
     def close(self) -> None:
         with self._lock:
