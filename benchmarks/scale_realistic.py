@@ -142,13 +142,12 @@ def hamming_all(codes: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 def neighbourhoods(codes: np.ndarray, n_queries: int, seed: int, neighbour: int = NEIGHBOUR) -> dict:
     """The ``neighbour``-th neighbour distance and its tie count for ``n_queries`` rows (themselves left out)."""
-    NEIGHBOUR = neighbour  # noqa: N806
     rng = np.random.default_rng(seed)
     kth, ties = [], []
     for q in rng.choice(len(codes), n_queries, replace=False):
         d = hamming_all(codes, codes[q])
         d[q] = 10**6
-        k = int(np.partition(d, NEIGHBOUR - 1)[NEIGHBOUR - 1])
+        k = int(np.partition(d, neighbour - 1)[neighbour - 1])
         kth.append(k), ties.append(int((d == k).sum()))
     return {"kth_distance_quantiles_10_50_90": [float(x) for x in np.percentile(kth, [10, 50, 90])],
             "kth_distance_mean": float(np.mean(kth)), "tie_count_median": float(np.median(ties)),

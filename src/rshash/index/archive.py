@@ -186,8 +186,9 @@ class Index:
                     f"the model this index was built with is missing ({self.model_dir}): pass it explicitly "
                     "(Index.open(path, model_dir=...), CLI --model)"
                 )
-            encoder = Encoder(self.model_dir) if self.encoder_threads is None else Encoder(self.model_dir,
-                                                                                           self.encoder_threads)
+            from ..onnx_export import DEFAULT_THREADS
+
+            encoder = Encoder(self.model_dir, self.encoder_threads or DEFAULT_THREADS)
             self._attach_model(encoder)  # the directory may have been overwritten since open
             self._encoder = encoder
         return self._encoder
