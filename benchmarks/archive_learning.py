@@ -248,14 +248,14 @@ def ssl_train_seconds(rasters: Path, files: list[str], work: Path) -> float:
 def ucmd_targets() -> tuple[dict, dict, str]:
     """The issue's UCMD keys, read from the results their own scripts wrote (None where a file is missing), and
     where they come from. The labelled default recipe is measured by ``ucmd_hashing.py`` (64 bits, its
-    default ranking at the labelled model's re-rank weight); A-val from ``select_defaults.py --merge``."""
+    default ranking at the labelled model's re-rank weight); A-val from ``select_whitening.py --merge``."""
     from rshash.ranking import LABELLED_WEIGHT
 
     keys = ("ucmd_unseen_hamming", "ucmd_unseen_hamming_std", "ucmd_unseen_two_stage", "ucmd_unseen_pretrained_cosine",
             "ucmd_unseen_finetuned_cosine", "ucmd_A_default_ranking", "ucmd_A_std", "ucmd_Aval_default_minus_hamming")
     out, a_val_std = dict.fromkeys(keys), None
     results = ROOT / "benchmarks" / "results"
-    hashing, gate = results / "ucmd_hashing.json", results / "select_gate.json"
+    hashing, gate = results / "ucmd_hashing.json", results / "select_whitening.json"
     if hashing.is_file():
         h = json.loads(hashing.read_text())
         unseen = h.get("unseen", {}).get("map_all", {})
@@ -263,7 +263,7 @@ def ucmd_targets() -> tuple[dict, dict, str]:
         def unseen_mean(row: str, field: str = "mean"):
             return unseen.get(row, {}).get("unseen_unseen", {}).get(field)
 
-        a = h.get("protocol_A", {}).get("seeds_64", {}).get("reranked", {})
+        a = h.get("protocol_A", {}).get("seeds_default", {}).get("reranked", {})
         out |= {"ucmd_unseen_hamming": unseen_mean("ours (Hamming)"),
                 "ucmd_unseen_hamming_std": unseen_mean("ours (Hamming)", "std"),
                 "ucmd_unseen_two_stage": unseen_mean("ours (re-ranked)"),
@@ -271,11 +271,11 @@ def ucmd_targets() -> tuple[dict, dict, str]:
                 "ucmd_unseen_finetuned_cosine": unseen_mean("cosine kNN, fine-tuned features"),
                 "ucmd_A_default_ranking": a.get("mean"), "ucmd_A_std": a.get("std")}
     if gate.is_file():
-        constrained = json.loads(gate.read_text()).get("constrained", {})
-        table, a_val_std = constrained.get("table", {}), constrained.get("stds", {}).get("A-val")
-        rows = [v["rows"].get(f"reranked d128 w{LABELLED_WEIGHT}") for v in table.values()]
-        if len(rows) == 1 and rows[0]:
-            out["ucmd_Aval_default_minus_hamming"] = rows[0]["A-val minus hamming"]
+        selection = json.loads(gate.read_text()).get("selection", {})
+        row = selection.get("table", {}).get(selection.get("chosen"))
+        if row:
+            out["ucmd_Aval_default_minus_hamming"] = row["A-val default"]["mean"] - row["A-val hamming"]["mean"]
+            a_val_std = row["A-val hamming"]["std"]
     out = {k: None if v is None else round(float(v), 4) for k, v in out.items()}
     a_val_std = None if a_val_std is None else round(float(a_val_std), 4)
 
@@ -296,7 +296,8 @@ def ucmd_targets() -> tuple[dict, dict, str]:
     return out, goals, (f"ucmd_unseen_* and ucmd_A_*: {hashing.name} (written by benchmarks/ucmd_hashing.py: the labelled "
                  f"default recipe, 64 bits, re-ranked at the labelled weight {LABELLED_WEIGHT}; A over split seeds "
                  f"0-2, unseen@unseen over seeds 0-2); ucmd_Aval_default_minus_hamming: {gate.name} (written by "
-                 "benchmarks/select_defaults.py --merge; the landed variant, 128-d descriptor)")
+                 "benchmarks/select_whitening.py --merge; the chosen variant, mean over its seeds; std: of its "
+                 "Hamming order over those seeds)")
 
 
 def main(argv: list[str] | None = None) -> int:

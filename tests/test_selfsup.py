@@ -15,7 +15,7 @@ from rasterio.transform import from_origin
 
 from rshash.data.augment import chip_views
 from rshash.hashing.head import WhiteningHashHead
-from rshash.hashing.whitening import fit_pair_whitening, level_features
+from rshash.hashing.whitening import class_pairs, fit_pair_whitening, level_features, spread_to_levels
 
 UTM = "EPSG:32614"
 
@@ -103,6 +103,35 @@ def test_head_computes_the_fit_from_level_vectors():
     assert ((logits >= 0) == fit.codes(x[:, 0])).mean() > 0.99
     with pytest.raises(ValueError, match="shape"):
         WhiteningHashHead(tap_dims, bits=8, dims=16).load_fit(fit)
+
+
+def test_class_pairs_join_distinct_items_of_one_label():
+    labels = np.array([0, 0, 0, 1, 1, 2])  # class 2 has one item: it can pair with nothing
+    pairs = class_pairs(labels, 500, seed=3)
+    assert len(pairs) > 300 and (pairs[:, 0] != pairs[:, 1]).all()
+    assert (labels[pairs[:, 0]] == labels[pairs[:, 1]]).all() and not np.isin(pairs, [5]).any()
+    np.testing.assert_array_equal(pairs, class_pairs(labels, 500, seed=3))
+    assert class_pairs(np.arange(4), 10).shape == (0, 2)
+
+
+def test_a_fit_on_the_last_level_reads_only_that_level():
+    """The labelled whitening head is fitted on the last level's features; spread over every level, the head gives
+    the same descriptors and codes whatever the other levels hold."""
+    rng = np.random.default_rng(2)
+    tap_dims = [8, 12, 24]
+    pooled = rng.normal(size=(40, 3, sum(tap_dims))).astype(np.float32)
+    last = level_features(pooled[..., sum(tap_dims[:-1]):], tap_dims[-1:])
+    fit = fit_pair_whitening(last, class_pairs(np.arange(40) % 4, 200), bits=8, dims=8, pca_dims=12)
+    head = WhiteningHashHead(tap_dims, bits=8, dims=8).load_fit(spread_to_levels(fit, tap_dims))
+    bounds = np.cumsum([0, *tap_dims])
+    noisy = pooled[:, 0].copy()
+    noisy[:, : bounds[-2]] = rng.normal(size=(40, bounds[-2]))
+    for x in (pooled[:, 0], noisy):
+        levels = [torch.from_numpy(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        with torch.no_grad():
+            embedded, logits = head.embed(levels).numpy(), head(levels).numpy()
+        np.testing.assert_allclose(embedded, fit.embed(last[:, 0]), rtol=1e-4, atol=1e-4)
+        assert ((logits >= 0) == fit.codes(last[:, 0])).mean() > 0.99
 
 
 def test_chip_views_keep_the_chip_first_and_follow_the_seed():

@@ -14,15 +14,17 @@ from rshash.evaluation.protocols import RetrievalTask, evaluate
 from rshash.model_dir import ModelDirError, read_config
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
+@pytest.fixture(scope="module", params=["default", "lstm"])
+def trained(tmp_path_factory, request):
+    """The default recipe (a whitening head) and the paper's LSTM head trained with the losses."""
+    root = tmp_path_factory.mktemp(f"synth-{request.param}")
     make_synthetic_dataset(root / "data", classes=5, per_class=16, size=64, seed=3)
     out = root / "model"
+    cell = [] if request.param == "default" else ["--cell", request.param]
     code = main([
         "train", "--data", str(root / "data"), "--out", str(out), "--bits", "16", "--views", "2",
         "--finetune-epochs", "1", "--hash-epochs", "15", "--test-fraction", "0.25",
-        "--cache-dir", str(root / "cache"),
+        "--cache-dir", str(root / "cache"), *cell,
     ])
     assert code == 0
     return root, out
@@ -34,6 +36,7 @@ def test_model_directory_is_complete(trained):
         assert (out / name).is_file(), name
     config = read_config(out)
     assert config.bits == 16 and len(config.class_names) == 5
+    assert config.cell == ("whiten" if "synth-default" in str(out) else "lstm")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["sizes"]["test"] == 20
     split = json.loads((out / "split.json").read_text())["assignment"]

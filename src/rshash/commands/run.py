@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train, index, search and evaluate end to end (the README's main command)")
     p.add_argument("--data", help="dataset (default: $RSHASH_DATA, else ../shared/data/UCMerced_LandUse)")
     p.add_argument("--out", default="runs/ucmd", help="folder for model/, index/, examples.json, report/")
-    p.add_argument("--bits", type=int, default=64)
+    p.add_argument("--bits", type=int, default=None, help="code length of the UCMD model (default: the recipe's, 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retrain", action="store_true", help="train again even if OUT/model exists")
     p.add_argument("--examples", type=int, default=3, help="example queries to run and print")
@@ -44,14 +44,14 @@ def _train_if_needed(args: argparse.Namespace, data_dir: Path, model_dir: Path) 
         except ModelDirError as exc:
             log.warning("training again: %s", exc)
     from ..training.finetune import FinetuneConfig
-    from ..training.hashing import HashTrainConfig
+    from ..training.hashing import default_recipe
     from ..training.pipeline import TrainOptions, train
 
     from ..data.sources import folder_source
 
     records = load_records(data_dir)
     options = TrainOptions(seed=args.seed, finetune_config=FinetuneConfig(seed=args.seed),
-                           hash_config=HashTrainConfig(bits=args.bits, seed=args.seed),
+                           hash_config=default_recipe(args.bits, args.seed),
                            sources=[folder_source(data_dir, records)])
     metrics = train(records, model_dir, options)
     log.info("trained: %s", json.dumps(metrics.get("test_retrieval", {})))

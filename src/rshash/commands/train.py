@@ -23,15 +23,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train self-supervised on unlabelled georeferenced rasters instead: the same footprint in "
                    "another acquisition and augmented views are the positives (no labels needed)")
     p.add_argument("--out", required=True, help="model directory to write (atomically)")
-    p.add_argument("--bits", type=int, default=None, help="code length K (multiple of 8); default 32, with --rasters "
-                   "128")
-    p.add_argument("--cell", choices=("lstm", "gru", "none"), default="lstm", help="recurrent cell over the level sequence")
+    p.add_argument("--bits", type=int, default=None, help="code length K (multiple of 8); default 128")
+    p.add_argument("--cell", choices=("whiten", "lstm", "gru", "none"), default=None,
+                   help="labelled hashing head: whiten (the default: closed-form learned whitening of the fine-tuned "
+                   "features from same-class pairs, then ITQ) or a head trained with the losses whose cell runs "
+                   "over the level sequence (lstm: the paper's, gru, none = concat + MLP)")
     p.add_argument("--backbone", default="efficientnet-lite0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--split", help="reuse a split JSON (e.g. MODEL_DIR/split.json) instead of drawing one")
     p.add_argument("--finetune-epochs", type=int, default=None, help="default 6")
-    p.add_argument("--hash-epochs", type=int, default=None, help="default 30")
+    p.add_argument("--hash-epochs", type=int, default=None, help="epochs of a head trained with the losses (default 30)")
     p.add_argument("--no-finetune", action="store_true", help="keep the ImageNet backbone frozen")
     p.add_argument("--views", type=int, default=8, choices=range(1, 9), metavar="1..8",
                    help="dihedral views per image used for augmentation")
@@ -82,15 +84,22 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("rshash train: labelled --data and --rasters cannot be mixed yet (give an unlabelled "
                          "folder, or train on each separately)")
     from ..training.finetune import FinetuneConfig
-    from ..training.hashing import HashTrainConfig
+    from dataclasses import replace
+
+    from ..training.hashing import default_recipe
     from ..training.pipeline import TrainOptions, train
+
+    hash_config = default_recipe(args.bits, args.seed)
+    if args.cell:
+        hash_config = replace(hash_config, cell=args.cell)
+    if args.hash_epochs:
+        hash_config = replace(hash_config, epochs=args.hash_epochs)
 
     options = TrainOptions(
         backbone=args.backbone, seed=args.seed, test_fraction=args.test_fraction, views=args.views,
         finetune=not args.no_finetune, split_file=args.split, cache_dir=args.cache_dir,
         finetune_config=FinetuneConfig(epochs=args.finetune_epochs or FinetuneConfig.epochs, seed=args.seed),
-        hash_config=HashTrainConfig(bits=args.bits or 32, cell=args.cell, epochs=args.hash_epochs or HashTrainConfig.epochs,
-                                    seed=args.seed),
+        hash_config=hash_config,
         sources=[folder_source(data, records, args.gsd)],
     )
     metrics = train(records, args.out, options)

@@ -101,3 +101,30 @@ def fit_pair_whitening(views: np.ndarray, pairs: np.ndarray, bits: int, dims: in
     rotation[:bits] = itq_rotation(lead, itq_iterations, np.random.default_rng(seed))
     return WhiteningFit(mean.astype(np.float32), projection.astype(np.float32), rotation.astype(np.float32),
                         int(len(pairs)), int(n * (v - 1)))
+
+
+def class_pairs(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``(P <= count, 2)`` seeded pairs of distinct items with the same label (indices into ``labels``): the
+    positive pairs of a labelled source, whose differences say what varies within a class."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    members = {c: m for c, m in members.items() if len(m) > 1}
+    if not members:
+        return np.zeros((0, 2), dtype=np.int64)
+    anchors = rng.choice(np.concatenate(list(members.values())), size=count)
+    partners = np.array([rng.choice(members[labels[a]]) for a in anchors])
+    keep = anchors != partners
+    return np.stack([anchors[keep], partners[keep]], axis=1).astype(np.int64)
+
+
+def spread_to_levels(fit: WhiteningFit, tap_dims: Sequence[int], level: int = -1) -> WhiteningFit:
+    """A fit on one level's features (:func:`level_features` of that level alone) laid out for all levels: the
+    other levels' rows of ``mean`` and ``projection`` are zero, so a head over every level reads that one only."""
+    widths = [d // 2 for d in tap_dims]
+    start = int(np.sum(widths[:level % len(widths)]))
+    mean = np.zeros(sum(widths), dtype=fit.mean.dtype)
+    projection = np.zeros((sum(widths), fit.projection.shape[1]), dtype=fit.projection.dtype)
+    mean[start:start + len(fit.mean)] = fit.mean
+    projection[start:start + len(fit.mean)] = fit.projection
+    return WhiteningFit(mean, projection, fit.rotation, fit.time_pairs, fit.aug_pairs)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..hashing.head import HashHead
+from ..hashing.head import WHITEN, HashHead, WhiteningHashHead
 from ..hashing.losses import (
     BitBalanceLoss,
     CodeClassifierLoss,
@@ -63,6 +63,28 @@ class HashTrainConfig:
     weight_decay: float = 1e-4
     eval_every: int = 5
     seed: int = 0
+    # cell="whiten": no gradient training: a closed-form learned whitening of the fine-tuned last level from
+    # same-class pairs (and each image's augmented views, weighted by whiten_aug_weight), then ITQ
+    # (rshash.hashing.whitening, as the self-supervised archive models); the loss terms above do not apply.
+    # Settings chosen on the validation folds: benchmarks/select_whitening.py.
+    whiten_eps: float = 0.3
+    whiten_aug_weight: float = 0.1
+    whiten_pairs: int = 20000
+    whiten_dims: int = 128
+
+
+#: The labelled recipe's head, chosen on the validation folds by issue 15's rule (benchmarks/select_whitening.py,
+#: benchmarks/results/select_whitening.json): see :func:`default_recipe`.
+DEFAULT_CELL = WHITEN
+#: and its code length (the longer codes keep more of the content no label names: 128 ranked above 64 there).
+DEFAULT_BITS = 128
+
+
+def default_recipe(bits: int | None = None, seed: int = 0) -> HashTrainConfig:
+    """The one default of labelled training (at ``bits``, default :data:`DEFAULT_BITS`): what ``rshash train``, the main job and the benchmarks use.
+    ``HashTrainConfig()`` itself stays the gradient-trained head (the paper's losses and ours, and the deep
+    baselines, which plug their objectives into it)."""
+    return HashTrainConfig(bits=bits or DEFAULT_BITS, seed=seed, cell=DEFAULT_CELL)
 
 
 def split_levels(x: torch.Tensor, dims: Sequence[int]) -> list[torch.Tensor]:
@@ -116,6 +138,34 @@ def pk_batches(labels: np.ndarray, idx: np.ndarray, p: int, m: int, rng: np.rand
 
 
 @torch.no_grad()
+def head_descriptors(head: WhiteningHashHead, levels: np.ndarray, dims: Sequence[int],
+                     batch_size: int = 1024) -> np.ndarray:
+    """L2-normalised whitened descriptors of ``(N, D)`` level vectors: what a whitening model's encoder outputs."""
+    out = [
+        nn.functional.normalize(head.embed(split_levels(torch.from_numpy(levels[i : i + batch_size]), dims)), dim=1).numpy()
+        for i in range(0, len(levels), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def fit_whitening_head(levels: np.ndarray, dims: Sequence[int], labels: np.ndarray, train_idx: np.ndarray,
+                       config: HashTrainConfig) -> tuple[WhiteningHashHead, dict]:
+    """The closed-form labelled head (``config.cell == "whiten"``): whitening of the last level's features of the
+    ``train_idx`` images (every view) by the differences of same-class pairs and of augmented views, then ITQ."""
+    # imported here: rshash.hashing.whitening uses the ITQ of rshash.baselines, whose deep baselines import this module
+    from ..hashing.whitening import class_pairs, fit_pair_whitening, level_features, spread_to_levels
+
+    last = level_features(levels[train_idx][..., sum(dims[:-1]):], [dims[-1]])
+    pairs = class_pairs(labels[train_idx], config.whiten_pairs, config.seed)
+    fit = fit_pair_whitening(last, pairs, config.bits, max(config.whiten_dims, config.bits),
+                             max(256, 2 * config.bits), config.whiten_aug_weight, config.whiten_eps, seed=config.seed)
+    head = WhiteningHashHead(list(dims), config.bits, fit.projection.shape[1])
+    head.load_fit(spread_to_levels(fit, dims))
+    return head.eval(), {"class_pairs": fit.time_pairs, "augmentation_pairs": fit.aug_pairs,
+                         "descriptor_dims": int(fit.projection.shape[1])}
+
+
+@torch.no_grad()
 def head_outputs(head: HashHead, levels: np.ndarray, dims: Sequence[int], batch_size: int = 1024) -> np.ndarray:
     """Sigmoid outputs for ``(N, D)`` level vectors."""
     head.eval()
@@ -144,11 +194,17 @@ def train_hash_head(
     progress: bool = True,
     objective: nn.Module | None = None,
 ) -> tuple[HashHead, dict]:
-    """Train a head on ``levels (N, V, D)``; pick the epoch by validation mAP@all (val vs train).
+    """Train a head on ``levels (N, V, D)``; pick the epoch by validation mAP@all (val vs train). A whitening head
+    (``config.cell == "whiten"``) is fitted in closed form on the training images instead (no epochs).
 
     ``objective(u, labels, teacher) -> {"total": loss, ...}`` defaults to
     :class:`HashObjective`; baselines (DPSH, CSQ, ...) plug in their own.
     """
+    if config.cell == WHITEN:
+        head, info = fit_whitening_head(levels, dims, labels, train_idx, config)
+        if len(val_idx):
+            info["val_map_all"] = evaluate_head(head, levels, dims, labels, val_idx, train_idx)["map_all"]
+        return head, info
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: extra threads only add sync overhead (measured 3x slower with 2)
     try:

@@ -20,11 +20,11 @@ from ..data.splits import apply_split, load_split, save_split, stratified_split
 from ..features import FeatureBank, build_feature_bank, default_cache_dir
 from ..io_utils import atomic_write_bytes
 from ..evaluation.protocols import evaluate, protocol_a
-from ..hashing.head import HashHead
+from ..hashing.head import HashHead, WhiteningHashHead
 from ..model import DescriptorHead, HashingModel, ModelConfig
 from ..model_dir import save_model_dir
 from .finetune import FinetuneConfig, finetune_tail, predict
-from .hashing import HashTrainConfig, head_outputs, train_hash_head
+from .hashing import HashTrainConfig, head_descriptors, head_outputs, train_hash_head
 from .levels import finetuned_levels
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,35 @@ class Setup:
         return train_hash_head(self.levels, d.bank.tap_dims, self.teacher(config.teacher), d.labels, d.train, d.val,
                                len(d.class_names), config, progress)
 
+    def head_descriptors(self, head: WhiteningHashHead, view: int = 0) -> np.ndarray:
+        """``(N, dims)`` descriptors of every image (one view) that a whitening head makes itself."""
+        return head_descriptors(head, self.levels[:, view], self.data.bank.tap_dims)
+
+    def trained(self, config: HashTrainConfig, descriptor_dims: int = 128) -> tuple[HashHead | WhiteningHashHead,
+                                                                                  np.ndarray, np.ndarray]:
+        """Phase 3 and the descriptor: ``(head, codes, descriptors)`` of every image (view 0), the descriptors
+        being what the encoder would output (a whitening head's own, else the fitted PCA descriptor)."""
+        head, _ = self.train_head(config)
+        if isinstance(head, WhiteningHashHead):
+            return head, self.codes(head), self.head_descriptors(head)
+        desc = self.descriptors(self.fit_descriptor(DescriptorHead(self.data.bank.tap_dims[-1] // 2, descriptor_dims)))
+        return head, self.codes(head), desc
+
+    def model(self, head: HashHead | WhiteningHashHead, config: HashTrainConfig, backbone: str = "efficientnet-lite0",
+              descriptor_dims: int = 128, sources: Sequence[dict] = ()) -> HashingModel:
+        """The model to save: this setup's fine-tuned backbone, the trained ``head`` and its descriptor (a whitening
+        head's own, else the PCA descriptor of ``descriptor_dims`` fitted here)."""
+        whiten = isinstance(head, WhiteningHashHead)
+        model_config = ModelConfig(bits=config.bits, backbone=backbone, cell=config.cell, width=config.width,
+                                   dropout=0.0 if whiten else config.dropout,
+                                   descriptor_dims=head.projection.shape[1] if whiten else descriptor_dims,
+                                   class_names=self.data.class_names, sources=[dict(s) for s in sources])
+        model = HashingModel(model_config, backbone=self.backbone)
+        model.head.load_state_dict(head.state_dict())
+        if model.descriptor is not None:
+            self.fit_descriptor(model.descriptor)
+        return model
+
     def codes(self, head: HashHead, view: int = 0) -> np.ndarray:
         """``(N, bits)`` bool codes of every image (one view) from the cached level vectors."""
         return head_outputs(head, self.levels[:, view], self.data.bank.tap_dims) >= 0.5
@@ -203,18 +232,14 @@ def train(records: Sequence[ImageRecord], out_dir: str | Path, options: TrainOpt
     head, metrics["hashing"] = s.train_head(hc, progress=True)
     timings = s.timings | {"hashing_s": time.perf_counter() - t}
 
-    config = ModelConfig(bits=hc.bits, backbone=options.backbone, cell=hc.cell, width=hc.width,
-                         dropout=hc.dropout, descriptor_dims=options.descriptor_dims, class_names=data.class_names,
-                         sources=[dict(s) for s in options.sources])
-    model = HashingModel(config, backbone=s.backbone)
-    model.head.load_state_dict(head.state_dict())
-    s.fit_descriptor(model.descriptor)
+    model = s.model(head, hc, options.backbone, options.descriptor_dims, options.sources)
     if len(data.test):
         codes = s.codes(head)
         task = protocol_a(data)
+        desc = s.descriptors(model.descriptor) if model.descriptor is not None else s.head_descriptors(head)
         metrics["test_retrieval"] = {
             "hamming": evaluate(codes, data.labels, task, rerank=False),
-            "reranked": evaluate(codes, data.labels, task, s.descriptors(model.descriptor)),
+            "reranked": evaluate(codes, data.labels, task, desc),
             "protocol": task.description + "; view 0 from cached features; two-stage ranking as the index (ties by id)",
         }
     timings["total_s"] = time.perf_counter() - t0
