@@ -133,27 +133,53 @@ def test_feedback_over_nothing_returns_nothing(feedback_index):
         assert index.search_examples([1], [2], ids=[]) == []
 
 
-def test_feedback_similarity_is_the_mean_over_positives():
-    """rank_feedback scores every candidate with one row for all positives (the mean of their unit descriptors):
-    the same as averaging each positive's cosine similarity."""
+def _random_table(n: int, seed: int):
+    """A vector table of ``n`` random 64-bit codes and 16-d int8 descriptors (ids 1..n), its flat code index, and
+    a maker of the example whose id is row ``i`` + 1."""
     from rshash.index.backends.faiss import CodeIndex
-    from rshash.index.search import QueryVectors, SearchParams, rank_feedback
+    from rshash.index.search import QueryVectors
     from rshash.index.vectors import VectorTable
-    from rshash.ranking import cosine_similarity, descriptor_norms, rerank_scores
+    from rshash.ranking import descriptor_norms
 
-    rng = np.random.default_rng(1)
-    n = 300
+    rng = np.random.default_rng(seed)
     codes = rng.integers(0, 256, (n, 8), dtype=np.uint8)
     descriptors = rng.integers(-127, 128, (n, 16)).astype(np.int8)
     ids = np.arange(1, n + 1, dtype=np.int64)
     table = VectorTable(ids, codes, descriptors, descriptor_norms(descriptors))
-    index = CodeIndex.build("flat", 64, ids, codes)
-    pos = [QueryVectors(codes[i], descriptors[i], (int(ids[i]),)) for i in (3, 50, 120)]
+    example = lambda i: QueryVectors(codes[i], descriptors[i], (int(ids[i]),))  # noqa: E731
+    return table, CodeIndex.build("flat", 64, ids, codes), example
+
+
+def test_feedback_similarity_is_the_mean_over_positives():
+    """rank_feedback scores every candidate with one row for all positives (the mean of their unit descriptors):
+    the same as averaging each positive's cosine similarity."""
+    from rshash.index.search import SearchParams, rank_feedback
+    from rshash.ranking import cosine_similarity, rerank_scores
+
+    n = 300
+    table, index, example = _random_table(n, 1)
+    pos = [example(i) for i in (3, 50, 120)]
     params = SearchParams(k=n, weight=0.5, exclude=(4, 51, 121))
     ranked, _ = rank_feedback(pos, [], params, index, table, None, 64)
     rows = table.positions(ranked.ids)
-    per_positive = cosine_similarity(np.stack([p.descriptor for p in pos]), descriptors[rows], table.norms[rows])
+    per_positive = cosine_similarity(np.stack([p.descriptor for p in pos]), table.descriptors[rows], table.norms[rows])
     np.testing.assert_allclose(ranked.similarities, per_positive.mean(axis=0), atol=1e-5)
-    hamming = np.stack([np.bitwise_count(codes[rows] ^ p.code).sum(axis=1) for p in pos])
+    hamming = np.stack([np.bitwise_count(table.codes[rows] ^ p.code).sum(axis=1) for p in pos])
     mean_score = rerank_scores(hamming, per_positive, 64, 0.5).mean(axis=0)
     assert np.all(np.diff(mean_score) >= -1e-9)  # the order is the mean two-stage score's (standardised)
+
+
+def test_a_table_scored_whole_ranks_as_the_chunked_path():
+    """An index scored whole reads its cached unit descriptors in one product; the same candidates given as
+    allowed ids take the chunked int8 path: the same order and scores, with negatives too."""
+    from rshash.index.search import SearchParams, rank_feedback
+
+    table, index, example = _random_table(500, 2)
+    pos = [example(i) for i in (3, 50)]
+    neg = [example(i) for i in (7, 80, 300)]
+    params = SearchParams(k=50, weight=0.9, exclude=(4, 51, 8, 81, 301))
+    whole, _ = rank_feedback(pos, neg, params, index, table, None, 64)
+    chunked, _ = rank_feedback(pos, neg, params, index, table, table.ids, 64)
+    np.testing.assert_array_equal(whole.ids, chunked.ids)
+    np.testing.assert_allclose(whole.scores, chunked.scores, atol=1e-6)
+    np.testing.assert_allclose(whole.similarities, chunked.similarities, atol=1e-6)

@@ -27,7 +27,7 @@ from .ranking import rerank_scores
 
 #: Defaults chosen on the validation-unseen fold (benchmarks/results/examples_search.json, ``user.validation``):
 #: marks at which the classifier and the positives' similarity weigh the same (weight n / (n + FEEDBACK_HALF)),
-FEEDBACK_HALF = 5
+FEEDBACK_HALF = 10
 #: and the descriptor weight of the positives' two-stage score in an examples search (the single-query default
 #: of a labelled model, 0.25, protects seen classes; examples searches are for finding kinds of place, where
 #: the descriptor generalises: 0.9 ranked far better on the validation-unseen classes).

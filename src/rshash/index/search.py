@@ -272,7 +272,8 @@ def rank_feedback(
     distance: the smallest to a positive; similarity: the mean to the positives. Ties by score, then
     distance, then id. A radius keeps the candidates within it of some positive. ``half``: see
     :func:`rshash.feedback.classifier_weight`."""
-    if allowed is None and len(table) <= EXHAUSTIVE_ITEMS:
+    whole = allowed is None and len(table) <= EXHAUSTIVE_ITEMS
+    if whole:
         ids = table.ids  # every item: the shortlists are in it
     elif allowed is not None and len(allowed) <= EXHAUSTIVE_ALLOWED:
         ids = np.unique(np.asarray(allowed, dtype=np.int64))
@@ -314,13 +315,20 @@ def rank_feedback(
     base = np.empty(len(ids), dtype=np.float64)
     decision = np.empty(len(ids), dtype=np.float64)
     sim = np.empty(len(ids), dtype=np.float32) if with_desc else None
+    # a table scored whole: every row's similarities in one product with its cached unit descriptors
+    every = (table.unit_descriptors @ (queries / descriptor_norms(queries)[:, None]).T).T if with_desc and whole \
+        else None
     for start in range(0, len(ids), SIMILARITY_CHUNK):
         chunk = slice(start, start + SIMILARITY_CHUNK)
         rows = table.codes[pos[chunk]]
         d = hamming_matrix(query_codes, rows)  # (P, n)
         dist[chunk] = d.min(axis=0)
-        s_all = cosine_similarity(queries, table.descriptors[pos[chunk]], table.norms[pos[chunk]]) if with_desc \
-            else None
+        if not with_desc:
+            s_all = None
+        elif every is not None:
+            s_all = every[:, pos[chunk]]
+        else:
+            s_all = cosine_similarity(queries, table.descriptors[pos[chunk]], table.norms[pos[chunk]])
         s = None if s_all is None else s_all[:1] * mean_norm  # (1, n): the mean similarity to the positives
         base[chunk] = positive_scores(d, s, bits, params.rerank_weight)
         if s is not None:

@@ -15,6 +15,7 @@ import logging
 import re
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,14 @@ class VectorTable:
         descriptors = np.concatenate([self.descriptors[~gone], delta.descriptors])[order]
         norms = np.concatenate([self.norms[~gone], descriptor_norms(delta.descriptors)])[order]
         return VectorTable(ids[order], codes, descriptors, norms)
+
+    @cached_property
+    def unit_descriptors(self) -> np.ndarray:
+        """float32 ``(N, dims)``: the descriptors divided by their norms, computed on first use and kept with this
+        table (4 bytes per value, in the process's own memory: only for tables scored whole, at most
+        :data:`rshash.index.search.EXHAUSTIVE_ITEMS` rows), so that a search scoring every row does one matrix
+        product instead of converting every int8 row again."""
+        return np.asarray(self.descriptors, dtype=np.float32) / self.norms[:, None]
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """``bool`` per id: is it in the table (a binary search per id: no pass over the table)."""
