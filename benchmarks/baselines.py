@@ -38,14 +38,14 @@ from rshash.baselines import ITQ, LSH, head_codes, knn_report, train_deep
 from rshash.data.datasets import load_records, resolve_data_dir
 from rshash.evaluation.protocols import RetrievalTask, evaluate_codes, protocol_a, unseen_assignment, unseen_classes, unseen_task
 from rshash.io_utils import atomic_write_text
-from rshash.training.hashing import HashTrainConfig
+from rshash.training.hashing import HashTrainConfig, default_recipe
 from rshash.training.pipeline import Setup, TrainOptions, setup, teacher_features
 
 RESULTS = Path(__file__).parent / "results" / "baselines.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_doc import write_section  # noqa: E402
 UNSUPERVISED = {"lsh": LSH, "itq": ITQ}
-DEEP = ("dpsh", "hashnet", "csq", "milan", "ours")
+DEEP = ("dpsh", "hashnet", "csq", "milan", "ours", "ours-lstm")
 N_UNSEEN = 5
 CLASS_SPLIT_SEED = 0
 FINETUNE_SEED = 0
@@ -69,7 +69,7 @@ class Inputs:
 
     levels: np.ndarray  # (N, V, D) fine-tuned level vectors
     dims: list[int]
-    teacher: np.ndarray  # (N, V, C) pretrained last-stage features (our neighbourhood loss)
+    teacher: np.ndarray  # (N, V, C) fine-tuned last-stage features (the neighbourhood term of ours-lstm)
     labels: np.ndarray
     num_classes: int
     train: np.ndarray  # the hash head learns from these...
@@ -80,7 +80,9 @@ class Inputs:
 def inputs_from(s: Setup) -> Inputs:
     bank, data = s.data.bank, s.data
     finetuned = teacher_features(dataclasses.replace(bank, pooled=s.levels))[:, 0]
-    return Inputs(s.levels, bank.tap_dims, teacher_features(bank), data.labels, len(data.class_names),
+    # the neighbourhood term's teacher: the fine-tuned features, as HashTrainConfig.teacher says (every view)
+    teacher = teacher_features(dataclasses.replace(bank, pooled=s.levels))
+    return Inputs(s.levels, bank.tap_dims, teacher, data.labels, len(data.class_names),
                   data.train, data.val, {"pretrained": bank.head_features(slice(None), 0), "finetuned": finetuned})
 
 
@@ -95,7 +97,9 @@ def unsupervised(name: str, source: str, bits: int, seed: int, x: Inputs, task: 
 
 
 def deep(name: str, bits: int, seed: int, epochs: int, x: Inputs, task: RetrievalTask) -> dict[str, float]:
-    config = HashTrainConfig(bits=bits, epochs=epochs, seed=seed)
+    """A head of method ``name``: "ours" is the default recipe (the closed-form whitening head: no epochs), the
+    others, "ours-lstm" (the previous default: LSTM head + our losses) among them, train ``epochs`` epochs."""
+    config = default_recipe(bits, seed) if name == "ours" else HashTrainConfig(bits=bits, epochs=epochs, seed=seed)
     head, _ = train_deep(name, x.levels, x.dims, x.teacher, x.labels, x.train, x.val, x.num_classes, config)
     return evaluate_codes(head_codes(head, x.levels, x.dims), x.labels, task)
 
@@ -125,7 +129,7 @@ def run_protocol_a(records, args, results: dict, save: Callable[[], None]) -> No
     x, task = inputs_from(s), protocol_a(s.data)
     results["protocol"]["protocol_A_sizes"] = {"queries": len(task.queries), "database": len(task.database)}
     out = results.setdefault("protocol_A", {})
-    epochs = lambda n: args.ours_epochs if n == "ours" else args.baseline_epochs  # noqa: E731
+    epochs = lambda n: args.ours_epochs if n.startswith("ours") else args.baseline_epochs  # noqa: E731
     for method, bits, run in method_runs(args.bits, args.methods, epochs):
         if bits in out.get(method, {}):
             continue  # resumed
@@ -207,8 +211,10 @@ def protocol_notes(args) -> dict:
         "unsupervised": "LSH and ITQ fitted on the training images' view-0 features (unseen: seen classes only); "
                         "pretrained = ImageNet last-stage average-pooled features, finetuned = the same after fine-tuning",
         "knn_cosine": "no hashing: full ranking by cosine similarity of the real-valued features (bits 'real')",
-        "deep": "DPSH, HashNet, CSQ, MiLAN and ours share the LSTM head over the fine-tuned level vectors, P x M batches, "
-                "AdamW + cosine schedule and the epoch choice by validation mAP; only the objective differs",
+        "deep": "ours = the default recipe (training.hashing.default_recipe: the closed-form learned whitening of the "
+                "fine-tuned last level from same-class pairs, then ITQ; no epochs). DPSH, HashNet, CSQ, MiLAN and "
+                "ours-lstm (the previous default: our losses) share the LSTM head over the fine-tuned level vectors, "
+                "P x M batches, AdamW + cosine schedule and the epoch choice by validation mAP; only the objective differs",
         "epochs": {"ours_protocol_A": args.ours_epochs, "baselines_protocol_A": args.baseline_epochs,
                    "all_methods_unseen_classes": args.unseen_epochs, "default_HashTrainConfig": HashTrainConfig.epochs,
                    "why": "one CPU thread on a shared 2-core machine: the baselines (and every method on the unseen "
@@ -218,7 +224,7 @@ def protocol_notes(args) -> dict:
 
 def markdown(results: dict) -> str:
     """Tables of map_all: protocol A (one number) and unseen classes (mean +- std)."""
-    bits_cols = ["16", "32", "64", "real"]
+    bits_cols = ["16", "32", "64", "128", "real"]
 
     def table(section: str, cell: Callable[[dict], str]) -> list[str]:
         rows = results.get(section, {})
@@ -237,8 +243,9 @@ def markdown(results: dict) -> str:
         f"Generated by `{results['command']}` on {results['date'][:10]} ({results['machine']['cpu']}, one thread). "
         "mAP@all: AP over the full Hamming ranking (cosine for real-valued), normalised by all relevant items.", "",
         f"## Protocol A: {sizes.get('queries')} test queries against the {sizes.get('database')} training images", "",
-        f"Ours: {epochs['ours_protocol_A']} epochs{default}; DPSH, HashNet, CSQ, MiLAN: {epochs['baselines_protocol_A']}"
-        " epochs, same head, levels and batches.", "",
+        "Ours: the default recipe (the closed-form whitening head: no epochs); ours-lstm (the previous default: the "
+        f"LSTM head with our losses): {epochs['ours_protocol_A']} epochs{default}; DPSH, HashNet, CSQ, MiLAN: "
+        f"{epochs['baselines_protocol_A']} epochs, same head, levels and batches.", "",
         *table("protocol_A", lambda m: f"{m['map_all']:.4f}"), "",
         f"## Unseen classes: trained on {unseen.get('seen_classes')} classes, retrieval among "
         f"{len(unseen.get('classes', []))} others", "",
@@ -275,6 +282,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--baseline-epochs", type=int, default=15)
     p.add_argument("--unseen-epochs", type=int, default=8)
     p.add_argument("--resume", action="store_true", help="keep finished entries of an earlier run's JSON")
+    p.add_argument("--rerun", type=lambda s: s.split(","), default=[],
+                   help="with --resume: methods whose earlier entries are dropped and measured again")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--render-only", action="store_true", help="rewrite the docs section from the existing JSON")
     args = p.parse_args(argv)
@@ -293,9 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     records = load_records(resolve_data_dir(args.data))
     results = json.loads(args.out.read_text()) if args.resume and args.out.is_file() else {}
+    for method in args.rerun:
+        results.get("protocol_A", {}).pop(method, None)
+        results.get("unseen_classes_per_seed", {}).pop(method, None)
+    history = results.get("commands") or ([results["command"]] if "command" in results else [])
+    results.pop("command_note", None)  # superseded by the command history
     results |= {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "command": command(sys.argv[1:] if argv is None else argv),
                 "machine": machine(), "protocol": protocol_notes(args)}
+    results["commands"] = [*history, results["command"]]
     t0, earlier = time.perf_counter(), results.get("total_seconds", 0.0)
 
     def save() -> None:

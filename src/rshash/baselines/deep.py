@@ -14,13 +14,15 @@ from .dpsh import DPSHLoss
 from .hashnet import HashNetLoss
 from .milan import MiLANLoss
 
-#: name -> objective factory ``(bits, num_classes, seed) -> nn.Module``; "ours" is the default HashObjective.
+#: name -> objective factory ``(bits, num_classes, seed) -> nn.Module``; "ours" and "ours-lstm" use train_hash_head's
+#: own (the config decides: the default recipe's closed-form whitening head, or the LSTM head with our losses).
 DEEP_METHODS: dict[str, Callable[[int, int, int], nn.Module | None]] = {
     "dpsh": lambda bits, classes, seed: DPSHLoss(bits),
     "hashnet": lambda bits, classes, seed: HashNetLoss(bits),
     "csq": lambda bits, classes, seed: CSQLoss(bits, classes, seed=seed),
     "milan": lambda bits, classes, seed: MiLANLoss(bits),
     "ours": lambda bits, classes, seed: None,
+    "ours-lstm": lambda bits, classes, seed: None,
 }
 
 
