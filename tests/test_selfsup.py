@@ -78,7 +78,7 @@ def test_whitening_refuses_what_it_cannot_fit():
     views = np.random.default_rng(0).normal(size=(10, 2, 32))
     with pytest.raises(ValueError, match="multiple of 8"):
         fit_pair_whitening(views, np.zeros((0, 2), int), bits=12)
-    with pytest.raises(ValueError, match="too few training chips"):
+    with pytest.raises(ValueError, match="too few training chips or images"):
         fit_pair_whitening(views, np.zeros((0, 2), int), bits=32, dims=32)
     with pytest.raises(ValueError, match="no positive pairs"):
         fit_pair_whitening(views[:, :1], np.zeros((0, 2), int), bits=8, dims=8)

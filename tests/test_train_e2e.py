@@ -74,3 +74,14 @@ def test_missing_data_is_a_clear_cli_error(tmp_path, capsys):
     code = main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_too_many_bits_for_a_small_folder_is_a_clear_error(trained, tmp_path, capsys):
+    """The default 128 bits need more independent dimensions than 60 training images x 2 views give: a clear
+    message and no model, not a crash."""
+    root, _ = trained
+    code = main(["train", "--data", str(root / "data"), "--out", str(tmp_path / "m"), "--views", "2",
+                 "--finetune-epochs", "1", "--test-fraction", "0.25", "--cache-dir", str(root / "cache")])
+    assert code == 2
+    assert "fewer bits" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

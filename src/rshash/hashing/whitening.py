@@ -73,8 +73,8 @@ def fit_pair_whitening(views: np.ndarray, pairs: np.ndarray, bits: int, dims: in
         raise ValueError(f"bits ({bits}) must be <= whitened dims ({dims})")
     pca_dims = min(pca_dims, dim, n * v - 1)
     if bits > pca_dims:
-        raise ValueError(f"too few training chips for {bits} bits: {n} chips x {v} views give at most {pca_dims} "
-                         "independent dimensions; give more rasters or fewer bits")
+        raise ValueError(f"too few training chips or images for {bits} bits: {n} x {v} views give at most "
+                         f"{pca_dims} independent dimensions; give more rasters or images, or fewer bits (--bits)")
     dims = min(dims, pca_dims)  # a small archive gets a shorter descriptor
     mean = views[:, 0].mean(axis=0)
     _, _, vt = np.linalg.svd((views - mean).reshape(-1, dim), full_matrices=False)
