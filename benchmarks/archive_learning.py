@@ -247,9 +247,10 @@ def ssl_train_seconds(rasters: Path, files: list[str], work: Path) -> float:
 
 def ucmd_targets() -> tuple[dict, dict, str]:
     """The issue's UCMD keys, read from the results their own scripts wrote (None where a file is missing), and
-    where they come from. The labelled default recipe is measured by ``ucmd_hashing.py`` (64 bits, its
+    where they come from. The labelled default recipe is measured by ``ucmd_hashing.py`` (at its bits, its
     default ranking at the labelled model's re-rank weight); A-val from ``select_whitening.py --merge``."""
     from rshash.ranking import LABELLED_WEIGHT
+    from rshash.training.hashing import DEFAULT_BITS
 
     keys = ("ucmd_unseen_hamming", "ucmd_unseen_hamming_std", "ucmd_unseen_two_stage", "ucmd_unseen_pretrained_cosine",
             "ucmd_unseen_finetuned_cosine", "ucmd_A_default_ranking", "ucmd_A_std", "ucmd_Aval_default_minus_hamming")
@@ -294,7 +295,7 @@ def ucmd_targets() -> tuple[dict, dict, str]:
         "Aval_std": a_val_std,
     }
     return out, goals, (f"ucmd_unseen_* and ucmd_A_*: {hashing.name} (written by benchmarks/ucmd_hashing.py: the labelled "
-                 f"default recipe, 64 bits, re-ranked at the labelled weight {LABELLED_WEIGHT}; A over split seeds "
+                 f"default recipe at its bits ({DEFAULT_BITS}), re-ranked at the labelled weight {LABELLED_WEIGHT}; A over split seeds "
                  f"0-2, unseen@unseen over seeds 0-2); ucmd_Aval_default_minus_hamming: {gate.name} (written by "
                  "benchmarks/select_whitening.py --merge; the chosen variant, mean over its seeds; std: of its "
                  "Hamming order over those seeds)")
