@@ -57,6 +57,20 @@ def test_gate_reranks_only_queries_far_from_their_codes_neighbours():
     assert gated[1][0] == GATE_RANK + 1 and gated[0][0] == 0
 
 
+@pytest.mark.parametrize("prefer, gate", [(None, None), (7, None), (None, 0.2), (3, 0.3)])
+def test_one_query_orders_as_in_a_batch(prefer, gate):
+    """A search orders one query (its own code path): the same order as that query's row of a batch."""
+    rng = np.random.default_rng(4)
+    ham = rng.integers(0, 8, (3, 60))  # 8-bit codes over 60 items: many ties
+    sim = np.round(rng.uniform(-1, 1, (3, 60)), 1)  # tied similarities too
+    ids = rng.permutation(60) + 100
+    prefer = None if prefer is None else int(ids[prefer])
+    batch = two_stage_order(ham, ids, 8, sim, shortlist=25, weight=0.6, prefer=prefer, gate=gate)
+    for q in range(3):
+        one = two_stage_order(ham[q : q + 1], ids, 8, sim[q : q + 1], shortlist=25, weight=0.6, prefer=prefer, gate=gate)
+        assert one.shape == (1, 60) and one[0].tolist() == batch[q].tolist()
+
+
 def test_scores_blend_and_weight_bounds():
     assert rerank_scores(np.array([4]), np.array([1.0]), 8, 0.5)[0] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="weight"):

@@ -54,3 +54,34 @@ def test_negative_ties_are_refused():
         SearchParams(ties=-1).check(64)
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("exclude, ties, shortlist", [((), 0, 30), ((3, 77, 150), 0, 30), ((), 40, 30),
+                                                      ((5,), 0, 500)])
+def test_a_small_index_scanned_from_memory_finds_what_the_backend_finds(monkeypatch, kind, exclude, ties, shortlist):
+    """Up to TABLE_SCAN_ROWS items the shortlist comes from a scan of the in-memory table, not from faiss: the
+    same candidates (the smallest (distance, id) pairs, ties at the boundary included) and the same results."""
+    import rshash.index.search as search_module
+
+    rng = np.random.default_rng(1)
+    n = 300
+    codes = (rng.random((n, 8)) < 0.1).astype(np.uint8) * 255  # few distinct codes: ties everywhere
+    ids = np.sort(rng.choice(10_000, n, replace=False)).astype(np.int64)
+    descriptors = rng.integers(-127, 128, (n, 16)).astype(np.int8)
+    table = VectorTable(ids, codes, descriptors, descriptor_norms(descriptors))
+    backend = CodeIndex.build(kind, 64, ids, codes)
+    code, query = codes[10], descriptors[10]
+    params = SearchParams(k=20, shortlist=shortlist, weight=0.5, exclude=tuple(int(ids[i]) for i in exclude),
+                          ties=ties)
+
+    def run():
+        found, dist = candidates(code, params, backend, table, None)
+        return found, dist, rank(found, dist, query, params, table, 64)
+
+    assert n <= search_module.TABLE_SCAN_ROWS
+    scanned = run()
+    monkeypatch.setattr(search_module, "TABLE_SCAN_ROWS", 0)  # the backend's path
+    searched = run()
+    for a, b in zip(scanned[:2], searched[:2]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(scanned[2].ids, searched[2].ids)
+    np.testing.assert_array_equal(scanned[2].scores, searched[2].scores)

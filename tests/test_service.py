@@ -195,6 +195,26 @@ def test_search_by_id_excludes_itself_and_matches_the_index(client, index, archi
     assert default["k"] == DEFAULT_K and default["count"] == 13  # everything but itself
 
 
+def test_search_by_id_on_the_event_loop_or_in_the_threadpool_answers_the_same(client, index, archive, monkeypatch):
+    """A small index is searched by id on the event loop; a large one (here: the threshold lowered) in the
+    threadpool, as are radius searches. The answers are the same, errors too."""
+    from rshash.service import deps
+
+    qid = id_of(index, archive.images / "water" / "water_001.png")
+    service = client.app.state.service
+    assert service.quick_search(None) and not service.quick_search(3)
+    urls = [f"/api/search?id={qid}&k=5", f"/api/search?id={qid}&k=3&offset=2&rerank=false",
+            "/api/search?id=999999", f"/api/search?id={qid}&label=nonsense"]
+    quick = [client.get(url) for url in urls]
+    monkeypatch.setattr(deps, "TABLE_SCAN_ROWS", 0)
+    assert not service.quick_search(None)
+    pooled = [client.get(url) for url in urls]
+    for a, b in zip(quick, pooled):
+        assert a.status_code == b.status_code
+        assert {**a.json(), "query_ms": 0} == {**b.json(), "query_ms": 0}
+    assert [a.status_code for a in quick] == [200, 200, 404, 422]
+
+
 def test_search_by_upload_finds_the_same_image_first(client, index, archive):
     query = archive.images / "roads" / "roads_002.png"
     body = client.post("/api/search", files=upload(query, "roads_002.png"), data={"k": "4"}).json()

@@ -72,7 +72,7 @@ def cosine_similarity(queries: np.ndarray, database: np.ndarray, db_norms: np.nd
 def rerank_scores(hamming: np.ndarray, similarity: np.ndarray, bits: int, weight: float | np.ndarray) -> np.ndarray:
     """Lower is better: the blend of normalised Hamming distance and descriptor distance (``weight``: one number,
     or ``(Q, 1)`` per query)."""
-    if not np.all((0.0 <= np.asarray(weight)) & (np.asarray(weight) <= 1.0)):
+    if not (0.0 <= weight <= 1.0 if isinstance(weight, float) else np.all((0.0 <= weight) & (weight <= 1.0))):
         raise ValueError(f"re-rank weight must be in [0, 1], got {weight}")
     return (1.0 - weight) * np.asarray(hamming, dtype=np.float64) / bits + weight * (1.0 - similarity) / 2.0
 
@@ -105,6 +105,9 @@ def two_stage_order(
         return first
     if shortlist < 1:
         raise ValueError(f"shortlist must be >= 1, got {shortlist}")
+    if hamming.shape[0] == 1:  # one query (every search): plain indexing, the same order
+        return _rerank_one(first[0], hamming[0], ids[0], other[0], np.atleast_2d(similarity)[0], bits, shortlist,
+                           weight, gate)[None]
     head = first[:, : min(shortlist, hamming.shape[1])]
     take = lambda a: np.take_along_axis(np.broadcast_to(a, hamming.shape), head, axis=1)  # noqa: E731
     sim = take(np.atleast_2d(similarity))
@@ -115,3 +118,16 @@ def two_stage_order(
     score = rerank_scores(near, sim, bits, weight)
     head = np.take_along_axis(head, np.lexsort((take(ids), take(other), -sim, score), axis=-1), axis=1)
     return np.concatenate([head, first[:, head.shape[1] :]], axis=1)
+
+
+def _rerank_one(first: np.ndarray, hamming: np.ndarray, ids: np.ndarray, other: np.ndarray, similarity: np.ndarray,
+                bits: int, shortlist: int, weight: float, gate: float | None) -> np.ndarray:
+    """:func:`two_stage_order` of one query, given its Hamming order ``first``."""
+    head = first[: min(shortlist, len(first))]
+    sim = np.broadcast_to(similarity, hamming.shape)[head]
+    near = hamming[head]
+    if gate is not None and near[min(GATE_RANK, len(near)) - 1] < gate * bits:
+        weight = 0.0
+    score = rerank_scores(near, sim, bits, weight)
+    head = head[np.lexsort((ids[head], other[head], -sim, score))]
+    return np.concatenate([head, first[len(head) :]])

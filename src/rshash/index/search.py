@@ -34,6 +34,11 @@ from .vectors import VectorTable
 MAX_EXAMPLES = 100
 #: Rows whose descriptor similarity (or Hamming distance, for several examples) is computed at once.
 SIMILARITY_CHUNK = 16384
+#: An index of at most this many items is searched by an exact Hamming scan of its in-memory vector table
+#: (numpy popcounts: ~0.05 ms at 2100 items, where a faiss call for the 1000-item shortlist cost 0.4 ms): every
+#: kind's answer there is the exact one or an approximation of it (an IVF search for the default shortlist probes
+#: every list up to 10^6 items).
+TABLE_SCAN_ROWS = 1 << 16
 #: A search with negative examples scores every item of an index up to this size (every allowed item, e.g. an
 #: area of interest, up to :data:`EXHAUSTIVE_ALLOWED`), besides the union of the positives' shortlists.
 EXHAUSTIVE_ITEMS = 100_000
@@ -141,14 +146,17 @@ def candidates(
     """``(ids, Hamming distances)`` of the shortlist (or of everything within the radius).
 
     The shortlist is the ``max(shortlist, offset + k)`` smallest ``(distance, id)`` pairs left after the
-    exclusions, on every path (a backend returns exactly those of what it scans; see :mod:`.backends.base`);
-    with a radius and a ``k``, those of the items within it (``k=None``: all within it)."""
+    exclusions, nearest first, on every path (a backend returns exactly those of what it scans; see
+    :mod:`.backends.base`); with a radius and a ``k``, those of the items within it (``k=None``: all within it)."""
     excluded = np.asarray(params.exclude, dtype=np.int64)
     size = params.window
     ties = params.ties if params.radius is None else 0
+    scan = allowed is None and params.radius is None and len(table) <= TABLE_SCAN_ROWS
     if allowed is not None:  # filtered: exact Hamming over the allowed rows of the table
         pos = table.positions(allowed)
         ids, dist = table.ids[pos], table.hamming(code, pos)
+    elif scan:  # a small index: every kind's exact answer, from the in-memory table
+        ids, dist = table.ids, table.hamming(code)
     elif params.radius is not None:
         dist, ids = codes.range_search(code, params.radius)
     else:
@@ -158,8 +166,12 @@ def candidates(
         keep &= dist <= params.radius
     ids, dist = ids[keep], dist[keep]
     if (params.radius is None or params.k is not None) and len(ids) > size:  # a radius: cut before re-ranking
-        first = np.lexsort((ids, dist))
+        near = np.flatnonzero(dist <= np.partition(dist, size - 1)[size - 1])  # the size nearest and their ties
+        first = near[np.lexsort((ids[near], dist[near]))]
         first = first[: _tied_window(dist[first], size, ties)]
+        ids, dist = ids[first], dist[first]
+    elif scan or allowed is not None:  # nearest first, ties by id, as a backend returns them
+        first = np.lexsort((ids, dist))
         ids, dist = ids[first], dist[first]
     return ids.astype(np.int64), dist.astype(np.int32)
 

@@ -97,9 +97,12 @@ class VectorTable:
         found = (pos < len(self.ids)) & (self.ids[np.minimum(pos, len(self.ids) - 1)] == ids) if len(self.ids) else pos < 0
         return pos[found]
 
-    def hamming(self, code: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Hamming distances from one packed code to the rows at ``positions``."""
-        return np.bitwise_count(self.codes[positions] ^ code[None, :]).sum(axis=1, dtype=np.int32)
+    def hamming(self, code: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """Hamming distances from one packed code to the rows at ``positions`` (``None``: every row, in order)."""
+        rows = self.codes if positions is None else self.codes[positions]
+        if rows.shape[1] % 8 == 0 and rows.flags.c_contiguous:  # 64-bit words: a quarter of the work per code
+            rows, code = rows.view(np.uint64), np.ascontiguousarray(code).view(np.uint64)
+        return np.bitwise_count(rows ^ code[None, :]).sum(axis=1, dtype=np.int32)
 
     def similarity(self, descriptor: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Cosine similarity of one int8 descriptor to the rows at ``positions``."""

@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import Depends, HTTPException, Request
 
 from ..index import Hit, ImageMeta, Index
+from ..index.search import TABLE_SCAN_ROWS
 from ..ranking import DEFAULT_SHORTLIST
 from .limits import Slots
 from .schemas import DEFAULT_K, K_MAX, UNLABELLED
@@ -71,6 +72,15 @@ class SearchQuery:
         return [None if self.label == UNLABELLED else self.label]
 
 
+@dataclass(frozen=True)
+class IndexShape:
+    """What the service keeps of one index generation."""
+
+    generation: int
+    items: int
+    rasters: bool  # holds any raster (its chips are served by the geo routes)
+
+
 class Service:
     """What the endpoints share: the index, caches and limits."""
 
@@ -84,7 +94,7 @@ class Service:
         self._encoder_lock = threading.Lock()
         self._labels_lock = threading.Lock()
         self._labels: tuple[int, list[str]] | None = None  # (index generation, known class names)
-        self._count: tuple[int, int] | None = None  # (index generation, number of items)
+        self._shape: IndexShape | None = None  # counts of the last generation seen
 
     # -------------------------------------------------------------- model
 
@@ -134,13 +144,28 @@ class Service:
                 self._labels = cached = (int(stats["generation"]), [str(name) for name in stats["labels"]])
         return cached[1]
 
+    def shape(self) -> "IndexShape":
+        """How many items and whether any rasters: one single-row read per call (the generation), counted again
+        only after the index changed."""
+        generation = self.index.generation  # read first: what is committed meanwhile is seen, or read again
+        cached = self._shape
+        if cached is None or cached.generation != generation:
+            self._shape = cached = IndexShape(generation, len(self.index), bool(self.index.rasters()))
+        return cached
+
     def count(self) -> int:
-        """The number of indexed items, counted again only after the index changed (one single-row read)."""
-        generation = self.index.generation
-        cached = self._count
-        if cached is None or cached[0] != generation:
-            self._count = cached = (generation, len(self.index))
-        return cached[1]
+        """The number of indexed items."""
+        return self.shape().items
+
+    def quick_search(self, radius: int | None) -> bool:
+        """Whether a search by id is cheap enough to run on the event loop instead of the threadpool: no radius,
+        and an index of image files small enough to be scanned exactly from memory (at most
+        :data:`~rshash.index.search.TABLE_SCAN_ROWS` items: about a millisecond). Larger indexes, radius
+        searches and raster chips (geo lookups) go to the threadpool, so the loop never waits long."""
+        if radius is not None:
+            return False
+        shape = self.shape()
+        return shape.items <= TABLE_SCAN_ROWS and not shape.rasters
 
     def check_query(self, k: int | None, radius: int | None, label: str | None, rerank: bool = True,
                     offset: int = 0) -> SearchQuery:
@@ -177,10 +202,9 @@ class Service:
                 raise HTTPException(status_code=404, detail=f"no image with id {query} in the index") from exc
             raise
 
-
     def chip_ids(self, ids: list[int]) -> set[int]:
         """Those of ``ids`` that are raster chips (their images are read from the raster: geo chip URLs)."""
-        return set(self.index.geo.chips(ids)) if ids else set()
+        return set(self.index.geo.chips(ids)) if ids and self.shape().rasters else set()  # images: no lookup
 
 
 def check_page(k: int, offset: int) -> None:
