@@ -3,7 +3,7 @@ GeoParquet at 10^6 items.
 
 Part ``user``: the simulated user of :mod:`rshash.evaluation.simulated_user` (1 positive; 5 positives; 5
 positives + 5 negatives; two rounds of yes/no marks; every ranking the index's relevance-feedback ranking) on
-the 5 test-unseen UCMD classes with the unseen-protocol model of the default labelled recipe (64 bits, trained
+the 5 test-unseen UCMD classes with the unseen-protocol model of the default labelled recipe (128 bits, trained
 on the 16 seen classes, one head per seed 0-2; database/query split per seed; 5 example draws per class and
 seed), on unseen@unseen (database: the unseen classes' database images) and unseen@all (plus every seen-class
 image). Codes and descriptors come from the cached backbone features (view 0: the image as stored) through the
@@ -12,9 +12,9 @@ the classifier's schedule, the background weight, the find-all threshold) are ch
 fold (4 of the seen classes held out of a 12-class model, as in select_defaults.py), never on the test classes:
 the JSON shows every candidate there, what validation chose and the defaults used on test.
 
-Part ``geoparquet``: an index of N synthetic raster chips (default 10^6: 64-bit clustered codes, random int8
-128-d descriptors, square lon/lat footprints on a grid over 10 dated rasters; built through the index's own
-store and chip tables) is exported with ``Index.export_geoparquet`` (the ``rshash export --geoparquet`` path);
+Part ``geoparquet``: an index of N synthetic raster chips (default 10^6: clustered codes at the default recipe's
+length, 128 bits; random int8 128-d descriptors; square lon/lat footprints on a grid over 10 dated rasters; built
+through the index's own store and chip tables) is exported with ``Index.export_geoparquet`` (the ``rshash export --geoparquet`` path);
 reported: write time, file size, and the time pyarrow takes to read it back whole (every column) and with a
 bbox filter on the covering column (a 1 % box).
 

@@ -21,10 +21,10 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from rshash.geo import footprints, tables
-from rshash.geo import search as geo_search
+from rshash.geo import queries as geo_queries
 from rshash.geo.crs import footprint_lonlat
 from rshash.geo.overlays import render_overlay
-from rshash.geo.search import parse_box, parse_lonlat
+from rshash.geo.catalog import parse_box, parse_lonlat
 from rshash.geo.source import open_raster
 from rshash.geo.tiling import chip_path, parse_chip_path, plan_tiles
 from rshash.index import Index
@@ -111,16 +111,16 @@ def test_box_of_several_tiles_is_a_query_of_its_chips(geo_index):
         query = index.geo.box_query(pixel_box(0, 0, 320, 320))
         rows = chip_rows(geo_index, "wide.tif")
         expected = sorted(i for i, c, r, w, h, *_ in rows if c + w / 2 < 320 and r + h / 2 < 320)
-        assert query.described["ids"] == expected and 1 < len(expected) <= geo_search.BOX_MAX_CHIPS
+        assert query.described["ids"] == expected and 1 < len(expected) <= geo_queries.BOX_MAX_CHIPS
         hits = index.search_box(pixel_box(0, 0, 320, 320), k=5, max_overlap=None)
         assert hits and not {h.id for h in hits} & set(expected)
 
 
 def test_box_too_large_is_a_clear_422(geo_index):
     with Index.open(geo_index) as index:
-        with pytest.raises(geo_search.BoxTooLarge, match=f"at most {geo_search.BOX_MAX_CHIPS} indexed chips"):
+        with pytest.raises(geo_queries.BoxTooLarge, match=f"at most {geo_queries.BOX_MAX_CHIPS} indexed chips"):
             index.geo.box_query(pixel_box(0, 0, 640, 640))  # 81 chips
-        with pytest.raises(geo_search.BoxTooLarge, match="1.5 tiles"):
+        with pytest.raises(geo_queries.BoxTooLarge, match="1.5 tiles"):
             index.geo.box_query(pixel_box(0, 0, 640, 400))  # 9 x 6 centres
     from rshash.service.app import create_app
     with TestClient(create_app(geo_index), base_url="http://127.0.0.1:8000") as client:

@@ -25,7 +25,7 @@ from rasterio.transform import from_origin
 from rshash.cli import main as cli_main
 from rshash.codes import unpack_codes
 from rshash.geo import footprints
-from rshash.geo.search import PlaceNotIndexed
+from rshash.geo.places import PlaceNotIndexed
 from rshash.geo.tiling import chip_path, parse_chip_path
 from rshash.index import Index
 

@@ -149,7 +149,7 @@ def test_whole_world_aoi_is_no_filter_and_a_huge_one_is_refused(raster_index_dir
         everything = len(geo.ids_in_box((-180, -90, 180, 90)))
         monkeypatch.setattr("rshash.geo.search.MAX_AOI_CHIPS", 3)
         # a box covering part of the chips' extent holding more than 3 chips
-        extent = geo._chip_extent()
+        extent = geo.chip_extent()
         half = (extent[0], extent[1], extent[0] + 0.99 * (extent[2] - extent[0]), extent[3])
         assert len(geo.ids_in_box(half)) > 3 and everything > 3
         with pytest.raises(AreaTooLarge, match="more than 3 chips"):

@@ -117,7 +117,8 @@ def _described_negatives(args: argparse.Namespace) -> dict:
 def _run_geo(args: argparse.Namespace) -> int:
     """Places: a point, a box, ids or images; GeoJSON / CSV export."""
     from ..geo import footprints
-    from ..geo.search import MAX_OVERLAP, parse_box, parse_lonlat
+    from ..geo.catalog import parse_box, parse_lonlat
+    from ..geo.search import MAX_OVERLAP
     from ..index import Index
 
     labels = None if args.label is None else [None if x == "(unlabelled)" else x for x in args.label]

@@ -8,6 +8,14 @@
 - :mod:`~rshash.geo.reader`: indexed rasters opened again as indexed (bands, stretch), cached, a lock each.
 - :mod:`~rshash.geo.footprints`: footprint overlap and suppression, GeoJSON and CSV export.
 - :mod:`~rshash.geo.tables`: SQLite tables for rasters, chips and the chips' R*Tree (SQL only).
-- :mod:`~rshash.geo.search`: point / box / ids / examples queries and place results over an index.
+- :mod:`~rshash.geo.catalog`: an index's raster and chip tables as read (by id, by box, extent), window pixels;
+  lon/lat point and box parsing.
+- :mod:`~rshash.geo.queries`: queries from places: a point, a box, ids, images, several examples.
+- :mod:`~rshash.geo.search`: place searches over an index: filters (area, dates), own place and
+  near-duplicates dropped, find-all; results as places.
+- :mod:`~rshash.geo.dates`: acquisition instants and intervals (from the user, file names, TIFF tags), ranges.
+- :mod:`~rshash.geo.place`: the acquisitions of a place as grid chips grouped by footprint.
+- :mod:`~rshash.geo.places`: the same place in every acquisition, and the areas find-all keeps.
+- :mod:`~rshash.geo.stac`: STAC catalogues in, indexed rasters and hits out.
 - :mod:`~rshash.geo.overlays`: indexed rasters warped to Web Mercator as PNG overlays for the map.
 """

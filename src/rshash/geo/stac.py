@@ -194,7 +194,7 @@ def _item(item_id: str, geometry: dict | None, crs: str | None, shape: tuple[int
 
 
 def rasters_collection(rasters: list[dict]) -> dict:
-    """Indexed rasters (:meth:`rshash.geo.search.GeoSearch.rasters` rows) as a STAC ItemCollection (JSON): one
+    """Indexed rasters (:meth:`rshash.geo.catalog.ChipCatalog.rasters` rows) as a STAC ItemCollection (JSON): one
     Item each, with its footprint, acquisition, ``proj:`` fields and the file as its ``data`` asset."""
     import pystac
 

@@ -37,7 +37,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from ..index import Index
-from ..geo.search import BOX_MAX_CHIPS, BOX_TILES, MAX_AOI_CHIPS
+from ..geo.queries import BOX_MAX_CHIPS, BOX_TILES
+from ..geo.search import MAX_AOI_CHIPS
 from ..index.search import MAX_EXAMPLES
 from ..ranking import DEFAULT_SHORTLIST
 from .decoding import pixel_limit

@@ -13,7 +13,7 @@ from rasterio.errors import RasterioError
 from shapely.errors import GEOSException
 
 from ..data.images import UnreadableImage
-from ..geo.search import PlaceNotIndexed
+from ..geo.places import PlaceNotIndexed
 from ..geo.source import RasterError
 from .decoding import FormatNotAllowed, TooManyPixels
 from .deps import strip_paths

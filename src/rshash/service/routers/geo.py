@@ -35,7 +35,10 @@ from ...geo import footprints
 from ...feedback import FIND_ALL_THRESHOLD
 from ...geo.dates import parse_range
 from ...geo.overlays import MAX_SIDE, OverlayCache, overlay_plan, render_overlay
-from ...geo.search import MAX_AOI_CHIPS, MAX_OVERLAP, GeoHit, GeoQuery, PlaceNotIndexed, parse_box, parse_lonlat
+from ...geo.catalog import parse_box, parse_lonlat
+from ...geo.places import PlaceNotIndexed
+from ...geo.queries import GeoQuery
+from ...geo.search import MAX_AOI_CHIPS, MAX_OVERLAP, GeoHit
 from ...geo.source import RasterError
 from ...index.search import MAX_EXAMPLES
 from ..deps import PAGE_WINDOW, Service, ServiceDep, check_page
