@@ -85,3 +85,30 @@ def test_a_small_index_scanned_from_memory_finds_what_the_backend_finds(monkeypa
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(scanned[2].ids, searched[2].ids)
     np.testing.assert_array_equal(scanned[2].scores, searched[2].scores)
+
+
+def test_asking_a_backend_for_more_than_it_returns_scans_the_table(monkeypatch):
+    """A backend that returns at most max_k per search (Milvus: 16 384) is not asked for more: the table is
+    scanned instead, with the same candidates as an unbounded backend gives."""
+    import rshash.index.search as search_module
+
+    rng = np.random.default_rng(2)
+    ids = np.arange(200, dtype=np.int64) * 3
+    codes = rng.integers(0, 256, (200, 8), dtype=np.uint8)
+    descriptors = rng.integers(-127, 128, (200, 16)).astype(np.int8)
+    table = VectorTable(ids, codes, descriptors, descriptor_norms(descriptors))
+    backend = CodeIndex.build("flat", 64, ids, codes)
+    monkeypatch.setattr(search_module, "TABLE_SCAN_ROWS", 0)  # a "large" index
+    params = SearchParams(k=20, shortlist=60, exclude=(9,))
+    unbounded = candidates(codes[3], params, backend, table, None)
+    asked = []
+    original = CodeIndex.search
+    monkeypatch.setattr(CodeIndex, "search", lambda self, *a, **kw: asked.append(a[1]) or original(self, *a, **kw))
+    monkeypatch.setattr(backend, "max_k", 40, raising=False)
+    bounded = candidates(codes[3], params, backend, table, None)
+    assert asked == []  # never asked for 61 codes
+    for a, b in zip(unbounded, bounded):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(backend, "max_k", 100, raising=False)
+    candidates(codes[3], params, backend, table, None)
+    assert asked == [61]  # within its limit: asked

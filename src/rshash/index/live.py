@@ -37,7 +37,7 @@ from typing import Iterator, NamedTuple
 from .backends.base import CodeBackend, CodeBackends
 from .rwlock import ReadWriteLock
 from .store import DB_NAME, CodeDelta, Store
-from .vectors import VectorTable, mapped
+from .vectors import VectorTable, mapped, saved_table
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,12 @@ class LiveCodes:
         return mapped(VectorTable.from_delta(full), self._vectors_dir, full.generation)
 
     def _load_or_build(self) -> tuple[Structures, bool]:
-        """Everything read once; the saved cache if it holds exactly this generation's ids and codes."""
+        """Everything read once; the saved cache if it holds exactly this generation's ids and codes. A large
+        index whose vector table was saved for the current generation is opened from it without reading
+        SQLite's rows (:meth:`_load_saved`)."""
+        saved = self._load_saved()
+        if saved is not None:
+            return saved, False
         full = self._store.codes_since(None, self._bits // 8, self._dims)
         cached = self._backends.load(self._kind, self._bits, full.generation)
         if cached is not None and cached.matches(full.ids, full.codes):
@@ -201,6 +206,20 @@ class LiveCodes:
         if cached is not None:
             log.warning("search cache of generation %d disagrees with %s: rebuilding it", full.generation, DB_NAME)
         return self._build(full), True
+
+    def _load_saved(self) -> Structures | None:
+        """The vector table saved for the committed generation (memory-mapped: nothing read until searched) with
+        the backend's persisted code index, if that holds exactly the table's ids and codes and SQLite has as
+        many rows; else None (the caller reads SQLite). Opening 10^6 items then costs milliseconds, not seconds."""
+        generation = self._store.generation()
+        table = saved_table(self._vectors_dir, generation)
+        if table is None or len(table) != self._store.count():
+            return None
+        cached = self._backends.load(self._kind, self._bits, generation)
+        if cached is None or not cached.matches(table.ids, table.codes):
+            return None
+        log.debug("opened %d codes of generation %d from the saved vector table", len(table), generation)
+        return Structures(cached, table, generation)
 
     # ------------------------------------------------------------------ persisting
 

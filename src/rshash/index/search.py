@@ -39,6 +39,8 @@ SIMILARITY_CHUNK = 16384
 #: kind's answer there is the exact one or an approximation of it (an IVF search for the default shortlist probes
 #: every list up to 10^6 items).
 TABLE_SCAN_ROWS = 1 << 16
+#: A search asking a backend for more codes than it returns per search (``CodeBackend.max_k``: Milvus 16 384; a
+#: deep page, many ties) scans the vector table too, instead of streaming the whole collection out of Milvus.
 #: A search with negative examples scores every item of an index up to this size (every allowed item, e.g. an
 #: area of interest, up to :data:`EXHAUSTIVE_ALLOWED`), besides the union of the positives' shortlists.
 EXHAUSTIVE_ITEMS = 100_000
@@ -151,16 +153,18 @@ def candidates(
     excluded = np.asarray(params.exclude, dtype=np.int64)
     size = params.window
     ties = params.ties if params.radius is None else 0
-    scan = allowed is None and params.radius is None and len(table) <= TABLE_SCAN_ROWS
+    asked = size + ties + len(excluded)
+    beyond = codes.max_k is not None and asked > codes.max_k  # more than the backend returns per search
+    scan = allowed is None and params.radius is None and (len(table) <= TABLE_SCAN_ROWS or beyond)
     if allowed is not None:  # filtered: exact Hamming over the allowed rows of the table
         pos = table.positions(allowed)
         ids, dist = table.ids[pos], table.hamming(code, pos)
-    elif scan:  # a small index: every kind's exact answer, from the in-memory table
+    elif scan:  # a small index or a large ask: every kind's exact answer, from the vector table
         ids, dist = table.ids, table.hamming(code)
     elif params.radius is not None:
         dist, ids = codes.range_search(code, params.radius)
     else:
-        dist, ids = codes.search(code, size + ties + len(excluded))
+        dist, ids = codes.search(code, asked)
     keep = ~np.isin(ids, excluded)
     if params.radius is not None:
         keep &= dist <= params.radius

@@ -109,6 +109,22 @@ class VectorTable:
         return cosine_similarity(descriptor[None, :], self.descriptors[positions], self.norms[positions])[0]
 
 
+def saved_table(directory: Path | None, generation: int) -> VectorTable | None:
+    """The table :func:`mapped` saved for exactly ``generation`` in ``directory``, memory-mapped; None if there is
+    none or it cannot be read. (It was written, atomically, from that generation's rows: every commit bumps the
+    generation, so its name says what it holds.)"""
+    if directory is None:
+        return None
+    target = directory / f"vectors-g{generation}"
+    if not target.is_dir():
+        return None
+    try:
+        return VectorTable.open(target)
+    except (OSError, ValueError) as exc:
+        log.warning("could not read the saved vector table %s (%s): reading the index instead", target.name, exc)
+        return None
+
+
 def mapped(table: VectorTable, directory: Path | None, generation: int) -> VectorTable:
     """``table`` served from ``directory/vectors-g<generation>`` memory-mapped, when it has at least
     :data:`MMAP_MIN_ROWS` rows: the saved files are reused if they hold exactly its ids and codes, else written

@@ -55,6 +55,9 @@ class CodeBackend(Protocol):
     """
 
     bits: int
+    #: The most results one search returns (None: no limit); asking for more is answered by a scan of the
+    #: vector table (:func:`rshash.index.search.candidates`).
+    max_k: int | None
 
     @property
     def ntotal(self) -> int:

@@ -63,6 +63,7 @@ def _valid(distances: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
 class CodeIndex:
     """A faiss binary index whose ids are the index's SQLite row ids."""
 
+    max_k: int | None = None  # faiss returns as many as asked
 
     def __init__(self, index: faiss.IndexBinary, bits: int):
         self.index = index

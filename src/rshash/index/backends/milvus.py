@@ -56,9 +56,12 @@ def content_digest(ids: np.ndarray, codes: np.ndarray) -> str:
     import hashlib
 
     ids = np.asarray(ids, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
-    h = hashlib.sha256(np.ascontiguousarray(ids[order]).tobytes())
-    h.update(np.ascontiguousarray(np.asarray(codes, dtype=np.uint8)[order]).tobytes())
+    codes = np.asarray(codes, dtype=np.uint8)
+    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):  # a vector table's ids are sorted already
+        order = np.argsort(ids, kind="stable")
+        ids, codes = ids[order], codes[order]
+    h = hashlib.sha256(np.ascontiguousarray(ids).tobytes())
+    h.update(np.ascontiguousarray(codes).tobytes())
     return h.hexdigest()
 
 logging.getLogger("pymilvus").setLevel(logging.ERROR)  # iterator notices about Lite's client-side timestamps
@@ -99,6 +102,8 @@ CLIENTS = _SharedClients()
 
 class MilvusCodes:
     """Packed codes in one Milvus collection, keyed by the index's SQLite row ids."""
+
+    max_k = MAX_TOPK
 
     def __init__(self, client: MilvusClient, collection: str, kind: str, bits: int, nlist: int | None = None):
         self.client = client
@@ -216,12 +221,13 @@ class MilvusCodes:
 
     def matches(self, ids: np.ndarray, codes: np.ndarray) -> bool:
         """Whether the collection holds exactly ``codes`` under ``ids`` (sorted ids): its row count, then the
-        recorded digest (:meth:`record_state`) if there is one, else every stored code compared (streamed out)."""
-        if self.ntotal != len(ids):
-            return False
+        recorded digest (:meth:`record_state`) if there is one, else every stored code compared (streamed out).
+        (A record is removed before any change and written after it: with one, no row count is asked of Milvus.)"""
         state = self.recorded_state()
         if state is not None:
             return state == (content_digest(ids, codes), len(ids))
+        if self.ntotal != len(ids):
+            return False
         stored_ids, stored = self.stored()
         order = np.argsort(stored_ids, kind="stable")
         return bool(np.array_equal(stored_ids[order], ids) and np.array_equal(stored[order], codes))
