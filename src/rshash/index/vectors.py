@@ -3,8 +3,8 @@
 SQLite stays the source of truth; this table is rebuilt from it and kept up to
 date with the same generation deltas as the faiss cache. It is immutable: an
 update returns a new table, so a search can use the one it got without a lock.
-Memory: ``bits / 8 + descriptor_dims + 12`` bytes per item (156 for 64-bit codes
-and 128-d descriptors). A table saved with :meth:`VectorTable.save` opens memory-mapped
+Memory: ``bits / 8 + descriptor_dims + 12`` bytes per item (156 for the default 128-bit
+codes and 128-d descriptors). A table saved with :meth:`VectorTable.save` opens memory-mapped
 (:meth:`VectorTable.open`): its rows are then pages of the files, read on demand and
 dropped by the OS under pressure, not the searching process's own (anonymous) memory.
 """
