@@ -248,8 +248,9 @@ def ssl_train_seconds(rasters: Path, files: list[str], work: Path) -> float:
 def ucmd_targets() -> tuple[dict, dict, str]:
     """The issue's UCMD keys, read from the results their own scripts wrote (None where a file is missing), and
     where they come from. The labelled default recipe is measured by ``ucmd_hashing.py`` (at its bits, its
-    default ranking at the labelled model's re-rank weight); A-val from ``select_whitening.py --merge``."""
-    from rshash.ranking import LABELLED_WEIGHT
+    default ranking at the labelled model's re-rank weight); A-val from ``select_whitening.py --merge`` and
+    ``--weights``."""
+    from rshash.ranking import WHITENED_LABELLED_WEIGHT
     from rshash.training.hashing import DEFAULT_BITS
 
     keys = ("ucmd_unseen_hamming", "ucmd_unseen_hamming_std", "ucmd_unseen_two_stage", "ucmd_unseen_pretrained_cosine",
@@ -272,11 +273,17 @@ def ucmd_targets() -> tuple[dict, dict, str]:
                 "ucmd_unseen_finetuned_cosine": unseen_mean("cosine kNN, fine-tuned features"),
                 "ucmd_A_default_ranking": a.get("mean"), "ucmd_A_std": a.get("std")}
     if gate.is_file():
-        selection = json.loads(gate.read_text()).get("selection", {})
-        row = selection.get("table", {}).get(selection.get("chosen"))
-        if row:
-            out["ucmd_Aval_default_minus_hamming"] = row["A-val default"]["mean"] - row["A-val hamming"]["mean"]
-            a_val_std = row["A-val hamming"]["std"]
+        selected = json.loads(gate.read_text())
+        weight = selected.get("weight", {})
+        if weight.get("chosen") is not None:  # the chosen head at its chosen re-rank weight (--weights)
+            out["ucmd_Aval_default_minus_hamming"] = weight["table"][str(weight["chosen"])]["minus_hamming"]["A-val"]
+            a_val_std = weight["stats"]["A-val"]["hamming"]["std"]
+        else:
+            selection = selected.get("selection", {})
+            row = selection.get("table", {}).get(selection.get("chosen"))
+            if row:
+                out["ucmd_Aval_default_minus_hamming"] = row["A-val default"]["mean"] - row["A-val hamming"]["mean"]
+                a_val_std = row["A-val hamming"]["std"]
     out = {k: None if v is None else round(float(v), 4) for k, v in out.items()}
     a_val_std = None if a_val_std is None else round(float(a_val_std), 4)
 
@@ -295,10 +302,10 @@ def ucmd_targets() -> tuple[dict, dict, str]:
         "Aval_std": a_val_std,
     }
     return out, goals, (f"ucmd_unseen_* and ucmd_A_*: {hashing.name} (written by benchmarks/ucmd_hashing.py: the labelled "
-                 f"default recipe at its bits ({DEFAULT_BITS}), re-ranked at the labelled weight {LABELLED_WEIGHT}; A over split seeds "
+                 f"default recipe at its bits ({DEFAULT_BITS}), re-ranked at its labelled weight {WHITENED_LABELLED_WEIGHT}; A over split seeds "
                  f"0-2, unseen@unseen over seeds 0-2); ucmd_Aval_default_minus_hamming: {gate.name} (written by "
-                 "benchmarks/select_whitening.py --merge; the chosen variant, mean over its seeds; std: of its "
-                 "Hamming order over those seeds)")
+                 "benchmarks/select_whitening.py --merge, then --weights: the chosen variant at its chosen re-rank "
+                 "weight, mean over its seeds; std: of its Hamming order over those seeds)")
 
 
 def main(argv: list[str] | None = None) -> int:

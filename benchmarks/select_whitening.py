@@ -9,7 +9,8 @@ validation-unseen: 4 seen classes held out from fine-tuning and head, @unseen an
 classes take no part). Per variant and seed: mAP@all of the Hamming order and of the default ranking (the
 index's two-stage re-rank at a labelled model's weight, :data:`rshash.ranking.LABELLED_WEIGHT`), and at weight
 0.9. The whitening seeds draw the same-class pairs and ITQ's start; the LSTM seeds its initialisation and batches.
-Selection (``--merge``), issue 15's rule: the variants whose default ranking is not below their Hamming order by
+``--weights`` then ranks the chosen head at re-rank weights 0-0.9 on both folds and picks its weight by the same
+rule (``rshash.ranking.WHITENED_LABELLED_WEIGHT``). Selection (``--merge``), issue 15's rule: the variants whose default ranking is not below their Hamming order by
 more than one seed std on any task, then the best mean of the default ranking over the three tasks. Writes
 benchmarks/results/select_whitening.json (``--fold`` writes ``select_whitening.<fold>.json``, so the folds can
 run in parallel, one core each).
@@ -101,6 +102,42 @@ def summarise(folds: dict) -> dict:
                     "val-unseen@unseen and val-unseen@all", "table": table, "chosen": chosen}
 
 
+#: Re-rank weights of the chosen head's default ranking tried by ``--weights`` (the select_gate grid's span).
+WEIGHTS = (0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)
+
+
+def select_weight(records, args) -> dict:
+    """The default recipe's head (``training.hashing.default_recipe``) on both folds, 3 seeds, ranked at each of
+    :data:`WEIGHTS`; issue 15's rule picks the weight (``rshash.ranking.WHITENED_LABELLED_WEIGHT``)."""
+    from rshash.training.hashing import default_recipe
+
+    rows: dict[str, list[dict]] = {}
+    for fold in ("A", "unseen"):
+        s, tasks, _ = fold_setup(fold, records, args.cache_dir)
+        for seed in args.seeds:
+            _, codes, desc = s.trained(default_recipe(None, seed))
+            for tn, task in tasks.items():
+                row = {"seed": seed, "hamming": evaluate(codes, s.data.labels, task, rerank=False)["map_all"]}
+                row |= {f"w{w}": evaluate(codes, s.data.labels, task, desc, weight=w)["map_all"] for w in WEIGHTS}
+                rows.setdefault(tn, []).append(row)
+                print(f"[weights] {tn} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
+    stats = {tn: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs]))}
+                  for k in rs[0] if k != "seed"} for tn, rs in rows.items()}
+    table = {}
+    for w in WEIGHTS:
+        gaps = {tn: stats[tn][f"w{w}"]["mean"] - stats[tn]["hamming"]["mean"] for tn in stats}
+        table[str(w)] = {"mean": float(np.mean([stats[tn][f"w{w}"]["mean"] for tn in stats])),
+                         "minus_hamming": gaps,
+                         "ranking_not_below_hamming": all(gaps[tn] >= -max(stats[tn]["hamming"]["std"], 1e-9)
+                                                          for tn in stats)}
+    allowed = [w for w in WEIGHTS if table[str(w)]["ranking_not_below_hamming"]]
+    chosen = max(allowed, key=lambda w: table[str(w)]["mean"]) if allowed else None
+    return {"recipe": "training.hashing.default_recipe (whiten, 128 bits)", "weights": list(WEIGHTS), "rows": rows,
+            "stats": stats, "table": table, "chosen": chosen,
+            "rule": "issue 15's: the weights whose default ranking is not below the Hamming order by more than one "
+                    "seed std on any task (A-val, val-unseen@unseen, val-unseen@all), then the best mean"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data")
@@ -109,7 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=lambda x: [int(v) for v in x.split(",")], default=[0, 1, 2])
     p.add_argument("--merge", action="store_true", help="combine the per-fold files into the results file")
     p.add_argument("--resume", action="store_true", help="keep the variants a fold's file already holds")
+    p.add_argument("--weights", action="store_true", help="choose the re-rank weight of the default recipe's head "
+                   "(both folds) and add it to the results file as 'weight'")
     args = p.parse_args(argv)
+    if args.weights:
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        result = json.loads(OUT.read_text())
+        command = "python benchmarks/select_whitening.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        result["weight"] = select_weight(load_records(resolve_data_dir(args.data)), args) | {
+            "command": command, "seconds": round(time.perf_counter() - t0, 1)}
+        result["command"] = f"{result['command']}; then {command}"
+        atomic_write_text(OUT, json.dumps(result, indent=1))
+        print("chosen weight:", result["weight"]["chosen"], json.dumps(result["weight"]["table"]))
+        return 0
     if args.merge:
         folds = {f: json.loads(OUT.with_suffix(f".{f}.json").read_text()) for f in ("A", "unseen")}
         result = {"command": "python benchmarks/select_whitening.py --fold A; ... --fold unseen; ... --merge",

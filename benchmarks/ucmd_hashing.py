@@ -32,7 +32,9 @@ from rshash.evaluation.protocols import (
     evaluate, protocol_a, unseen_all_task, unseen_assignment, unseen_classes, unseen_task,
 )
 from rshash.io_utils import atomic_write_text
-from rshash.ranking import DEFAULT_SHORTLIST, LABELLED_WEIGHT
+from rshash.hashing.head import WHITEN
+from rshash.model_config import model_rerank_weight
+from rshash.ranking import DEFAULT_SHORTLIST, LABELLED_WEIGHT, WHITENED_LABELLED_WEIGHT, default_weight
 from rshash.training.finetune import FinetuneConfig
 from rshash.training.hashing import HashTrainConfig, default_recipe
 from rshash.training.pipeline import Setup, TrainOptions, setup
@@ -50,7 +52,7 @@ PROTOCOLS = {
                      "the head (16 seen classes); per unseen class 80% database / 20% queries drawn per seed (0,1,2)",
     "unseen_all": "the same unseen queries; database = their unseen database images + all 1600 seen-class images",
     "ranking": "hamming: Hamming distance, ties by id (database order); reranked: two-stage as the index (shortlist "
-               f"{DEFAULT_SHORTLIST} by Hamming, re-ranked by the int8 descriptor with weight {LABELLED_WEIGHT} (a labelled model's), ties by id)",
+               f"{DEFAULT_SHORTLIST} by Hamming, re-ranked by the int8 descriptor at the head's labelled weight: {WHITENED_LABELLED_WEIGHT} for the whitening head, {LABELLED_WEIGHT} for heads trained with the losses; ties by id)",
     "knn": "no hashing: cosine similarity of real-valued last-stage average-pooled features (pretrained or fine-tuned)",
 }
 
@@ -63,10 +65,15 @@ def trained(s: Setup, cfg: HashTrainConfig, dims: int = 128):
     return s.trained(cfg, dims)
 
 
-def both(codes, desc, labels, task) -> dict:
-    """Hamming-only and re-ranked metrics of one task."""
+def head_weight(cfg: HashTrainConfig) -> float:
+    """The re-rank weight a labelled model with this head gets (the whitening head's, or a loss-trained head's)."""
+    return default_weight(True, whitened=cfg.cell == WHITEN)
+
+
+def both(codes, desc, labels, task, weight: float) -> dict:
+    """Hamming-only and re-ranked (at ``weight``: the head's own, :func:`head_weight`) metrics of one task."""
     keep = ("map_all", "map_at_20", "p_at_10")
-    h, r = evaluate(codes, labels, task, rerank=False), evaluate(codes, labels, task, desc)
+    h, r = evaluate(codes, labels, task, rerank=False), evaluate(codes, labels, task, desc, weight=weight)
     return {"hamming": {k: h[k] for k in keep}, "reranked": {k: r[k] for k in keep}}
 
 
@@ -88,7 +95,7 @@ def protocol_a_part(records, args, cfg: HashTrainConfig) -> tuple[dict, Setup, t
     kept = None
     for bits in args.bits:
         head, codes, desc = trained(s0, replace(cfg, bits=bits))
-        out["by_bits_seed0"][str(bits)] = both(codes, desc, s0.data.labels, protocol_a(s0.data))
+        out["by_bits_seed0"][str(bits)] = both(codes, desc, s0.data.labels, protocol_a(s0.data), head_weight(cfg))
         print(f"A seed 0 {bits} bits: {out['by_bits_seed0'][str(bits)]}", flush=True)
         if bits == cfg.bits:
             kept = (head, codes, desc)
@@ -106,7 +113,7 @@ def protocol_a_seeds(records, args, cfg: HashTrainConfig, out: dict) -> None:
         else:
             s = setup(records, split_options(seed, args.cache_dir))
             _, codes, desc = trained(s, replace(cfg, seed=seed))
-            r = both(codes, desc, s.data.labels, protocol_a(s.data))
+            r = both(codes, desc, s.data.labels, protocol_a(s.data), head_weight(cfg))
         for k in per_seed:
             per_seed[k].append(r[k]["map_all"])
         print(f"A seed {seed} {cfg.bits} bits: {r}", flush=True)
@@ -135,7 +142,7 @@ def onnx_part(s: Setup, kept: tuple, cfg: HashTrainConfig, records) -> dict:
         onnx_desc = np.concatenate([p[1].descriptors for p in parts])
         out["bits_differing_fraction"] = float((onnx_codes != codes).mean())
         out["descriptor_cosine_mean"] = float(np.mean(np.sum(onnx_desc * desc, axis=1)))
-        out["protocol_A_seed0"] = both(onnx_codes, onnx_desc, d.labels, protocol_a(d))
+        out["protocol_A_seed0"] = both(onnx_codes, onnx_desc, d.labels, protocol_a(d), model_rerank_weight(model.config))
         print(f"ONNX: {out}", flush=True)
 
         index = Index.create(Path(tmp) / "index", Path(tmp) / "model")
@@ -189,7 +196,7 @@ def unseen_part(records, args, cfg: HashTrainConfig) -> dict:
         for name, c in variants.items():
             _, codes, desc = trained(s, c)
             for tn, task in tasks.items():
-                r = both(codes, desc, d.labels, task)
+                r = both(codes, desc, d.labels, task, head_weight(c))
                 add(f"{name} (Hamming)", tn, r["hamming"]["map_all"])
                 add(f"{name} (re-ranked)", tn, r["reranked"]["map_all"])
         csq, _ = train_deep("csq", s.levels, d.bank.tap_dims, s.teacher("pretrained"), d.labels, d.train, d.val,
@@ -232,7 +239,7 @@ def ablation_part(records, args, cfg: HashTrainConfig, s: Setup) -> dict:
     out = {}
     for name, (setup_, c) in variants.items():
         _, codes, desc = trained(setup_, replace(c, bits=cfg.bits))
-        r = both(codes, desc, setup_.data.labels, protocol_a(setup_.data))
+        r = both(codes, desc, setup_.data.labels, protocol_a(setup_.data), head_weight(c))
         out[name] = {"config": {k: v for k, v in asdict(c).items() if asdict(cfg).get(k) != v},
                      "hamming": r["hamming"]["map_all"], "reranked": r["reranked"]["map_all"]}
         print(f"ablation {name}: {out[name]}", flush=True)
@@ -277,7 +284,8 @@ def markdown(r: dict) -> str:
              f"Default configuration: {r['config_note']}", "",
              "Ranking: *Hamming* = Hamming distance, ties by id; *re-ranked* = the index's two-stage search "
              f"(Hamming shortlist of {DEFAULT_SHORTLIST}, re-ranked by the 128-byte int8 descriptor, weight "
-             f"{LABELLED_WEIGHT} (a labelled model's), ties by id). mAP@all normalised by all relevant items. Cached-feature numbers (view 0) "
+             f"{WHITENED_LABELLED_WEIGHT} for the whitening head, {LABELLED_WEIGHT} for heads trained with the losses (a labelled model's, "
+             "rshash.model_config.model_rerank_weight), ties by id). mAP@all normalised by all relevant items. Cached-feature numbers (view 0) "
              "unless marked ONNX.", "",
              f"### Targets (issue 9; the default recipe, {r.get('hash_config', {}).get('bits')} bits)", "", "| target | goal | measured | met |", "|---|---|---|---|"]
     goals = [

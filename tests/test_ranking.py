@@ -216,6 +216,13 @@ def test_the_reranks_weight_is_the_models_recorded_in_the_index(index, model_dir
     created = Index.create(tmp_path / "li", labelled)
     assert created.rerank_weight == LABELLED_WEIGHT
     created.close()
+    from rshash.model_config import model_rerank_weight
+    from rshash.ranking import WHITENED_LABELLED_WEIGHT
+
+    # the default recipe's whitening head has its own (chosen on validation); self-supervised ones keep theirs
+    assert model_rerank_weight(ModelConfig(bits=BITS, cell="whiten", class_names=["a", "b"])) == WHITENED_LABELLED_WEIGHT
+    assert model_rerank_weight(ModelConfig(bits=BITS, cell="whiten")) == SELF_SUPERVISED_WEIGHT
+    assert WHITENED_LABELLED_WEIGHT != LABELLED_WEIGHT
     Index.create(tmp_path / "si", model_dir).close()
     with sqlite3.connect(tmp_path / "si" / "meta.sqlite") as conn:  # an index made before the weight was recorded
         conn.execute("DELETE FROM meta WHERE key = 'rerank_weight'")

@@ -137,8 +137,9 @@ def model_gsds(config: ModelConfig) -> list[float]:
 
 def model_rerank_weight(config: ModelConfig) -> float:
     """The descriptor weight of the model's two-stage re-rank: chosen on validation separately for models
-    trained on labels and self-supervised ones (:func:`rshash.ranking.default_weight`)."""
-    return default_weight(bool(config.class_names))
+    trained on labels (loss-trained heads; the learned-whitening head) and self-supervised ones
+    (:func:`rshash.ranking.default_weight`)."""
+    return default_weight(bool(config.class_names), config.cell == "whiten")
 
 
 def read_config(model_dir: str | Path) -> ModelConfig:
