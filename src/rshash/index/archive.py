@@ -10,6 +10,7 @@ The API mirrors faiss (``create``/``open``, ``add``, ``remove``, ``search``,
 ``range_search``, ``len``) but speaks images: queries are image files, pixel
 arrays, binary codes or ids already in the index, and results carry paths and labels.
 The in-memory search structures and the cache file are kept by :mod:`.live`.
+Rasters, searches by place and the GeoParquet export are its other half, :mod:`.rasters`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import shutil
 import threading
 from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -35,8 +35,9 @@ from .backends import backend_meta, check_backend_kind, open_backend
 from .backends.faiss import check_kind
 from .live import LiveCodes
 from .model_check import ModelMismatchError, ModelSource, check_model, model_identity  # noqa: F401 (re-exported)
-from .model_check import RERANK_WEIGHT_KEY, gsd_meta, model_resolutions, model_weight, recorded_gsds, recorded_weight
+from .model_check import RERANK_WEIGHT_KEY, gsd_meta, model_resolutions, model_weight, recorded_weight
 from .query import Queries, Query
+from .rasters import RasterMethods
 from .search import Hit, QueryVectors, Searcher, SearchParams, check_examples
 from .store import DB_NAME, FORMAT_VERSION, ImageMeta, Store
 from .vectors import VectorTable
@@ -45,11 +46,9 @@ if TYPE_CHECKING:  # the encoder imports torch (seconds); searching by id or cod
     from ..encoder import Encoder
     from ..encoding.commit import Engine
     from ..encoding.items import ItemSource
-    from ..encoding.report import RasterAddReport
-    from ..geo.search import GeoHit, GeoSearch
 
 
-class Index:
+class Index(RasterMethods):
     """Binary codes of an image archive, searchable by Hamming distance.
 
     Use :meth:`create` or :meth:`open`. Thread-safe; several processes may read
@@ -243,92 +242,12 @@ class Index:
         running = self._engine(engine, address, workers)  # arguments checked before a folder is read
         return self.add(ImageFiles(items, self._input_size()), running, batch_size=batch_size, progress=progress)
 
-    def add_rasters(
-        self,
-        paths: Iterable[str | Path] | str | Path,
-        *,
-        tile: int = 256,
-        gsd: str | float = "auto",
-        overlap: float = 0.5,
-        bands: Sequence[int] | None = None,
-        max_nodata: float = 0.5,
-        batch_size: int = 32,
-        progress: bool = True,
-        max_chips: int | None = None,
-        engine: str = "local",
-        address: str | None = None,
-        workers: int | None = None,
-        datetime: str | None = None,
-        overrides: dict | None = None,
-    ) -> "RasterAddReport":
-        """Tile georeferenced rasters (files or folders) into chips and add them: each chip is an item with its
-        footprint, window and raster recorded (see :mod:`rshash.encoding.chips`); ``gsd="auto"`` tiles at the
-        ground resolution the model was trained at nearest the raster's own (index meta ``model_gsds``, see
-        :attr:`model_gsds`) and skips a raster more than 2x from it (``report.skipped``, with the reason: give
-        ``gsd`` in metres or ``"native"`` to index it); each report entry's ``gsd_reason`` says why. Batches are committed on their
-        own, so an interrupted run resumes without duplicates. ``max_chips``: stop after that many new chips.
-        No raster stops the run: one that cannot be read is skipped with its reason (``report.skipped``), one
-        with read errors part-way keeps its chips and is marked ``partial`` (resumed by the next run); a raster
-        indexed before with other tiling options has its chips replaced (the report entry's ``replaced``).
-        ``engine``, ``address``, ``workers``: see :meth:`add`. ``datetime``: each raster's acquisition time
-        (``auto``/None: from its file name, ``YYYYMMDD`` or a bare year; ``tiff``: its TIFF date-time tag;
-        ``none``; or one time or ``START/END`` interval for all of them), see :mod:`rshash.geo.dates`."""
-        from ..encoding.chips import add_rasters
-        from ..geo.tiling import TilingOptions
-
-        options = TilingOptions(tile, gsd, overlap, None if bands is None else tuple(bands), max_nodata)
-        report = add_rasters(self._store, self._engine(engine, address, workers), paths, self._lock, options,
-                             self._input_size(), batch_size=batch_size, progress=progress, max_chips=max_chips,
-                             gsd_default=model_resolutions(self.model_dir), datetime=datetime,
-                             overrides=overrides)
-        if "geo" in self.__dict__:  # rasters replaced or removed: reopen what is read next
-            self.geo.readers.close()
-        self._live.update_now()
-        return report
-
-    def add_stac(self, catalogue: str | Path, **options: Any) -> "RasterAddReport":
-        """Index the rasters a local STAC ItemCollection, Catalog, Collection or Item describes (see
-        :mod:`rshash.geo.stac`): each Item's RGB (or visual) GeoTIFF asset, read with the bands its ``eo:bands``
-        / ``bands`` name red, green, blue (unless ``bands`` is given), dated by the Item's date-time. Items
-        without a usable local asset are skipped with the reason (``report.skipped``). ``options``: those of
-        :meth:`add_rasters`."""
-        from ..encoding.chips import RasterOverride
-        from ..encoding.report import RasterAddReport
-        from ..geo.stac import read_stac
-
-        rasters = read_stac(catalogue)
-        usable = [r for r in rasters if r.path is not None]
-        overrides = {r.path.absolute(): RasterOverride(r.bands, r.acquired, {
-            "stac_item": r.item_id, "stac_asset": r.asset, "stac_gsd": r.gsd}) for r in usable}
-        report = self.add_rasters([r.path for r in usable], overrides=overrides, **options) if usable \
-            else RasterAddReport()
-        for r in rasters:
-            if r.path is None:
-                report.add(f"{catalogue}#{r.item_id}", f"STAC item {r.item_id}: {r.reason}")
-        return report
-
     def remove(self, ids: Iterable[int]) -> list[int]:
         """Remove images by id; return the ids that were present."""
         with self._lock:
             removed = self._store.remove([int(i) for i in ids])
         if removed:
             self._live.update_now()
-        return removed
-
-    def remove_raster(self, raster: int | str | Path) -> int:
-        """Remove an indexed raster, given by id, path or file name, with all its chips (one transaction);
-        return the number of chips removed. ValueError if the index has no such raster."""
-        from ..encoding.chips import remove_rasters
-        from ..geo import tables
-
-        geo = self.geo
-        raster_id = geo.raster_id(raster)  # PlaceNotIndexed (a ValueError) for an unknown path or name
-        if raster_id is None or self._store.run(lambda conn: tables.get_raster(conn, raster_id)) is None:
-            raise ValueError(f"no raster {raster!r} in the index {self.path}")
-        with self._lock:
-            removed = remove_rasters(self._store, [raster_id])
-        geo.readers.forget(raster_id)
-        self._live.update_now()
         return removed
 
     def set_kind(self, kind: str) -> None:
@@ -421,35 +340,6 @@ class Index:
         or tuple is several positive examples: a tuple of their vectors."""
         return self.queries.vectors(query)
 
-    # ------------------------------------------------------------------ places (raster chips)
-
-    @cached_property
-    def geo(self) -> "GeoSearch":
-        """Geo queries and searches over this index's raster chips (see :mod:`rshash.geo.search`)."""
-        from ..geo.search import GeoSearch
-
-        return GeoSearch(self._store, self.queries, self._searcher)
-
-    def search_point(self, lon: float, lat: float, k: int | None = 20, *, raster: Any = None,
-                     **options: Any) -> list["GeoHit"]:
-        """Places like the indexed chip containing ``(lon, lat)`` (its own footprint excluded); options of
-        :meth:`GeoSearch.search <rshash.geo.search.GeoSearch.search>`: ``aoi``, ``radius``, ``max_overlap``, ``rerank``."""
-        return self.geo.search(self.geo.point_query(lon, lat, raster), k, **options)
-
-    def search_box(self, box: Sequence[float], k: int | None = 20, *, raster: Any = None,
-                   **options: Any) -> list["GeoHit"]:
-        """Places like a lon/lat box ``(lon_min, lat_min, lon_max, lat_max)``, read from its raster and encoded."""
-        return self.geo.search(self.geo.box_query(box, raster), k, **options)
-
-    def search_places(self, examples: Query | Sequence[Query], k: int | None = 20, **options: Any) -> list["GeoHit"]:
-        """Places like an indexed id, an image (file or pixels), or several of them combined, as geo results."""
-        examples = list(examples) if isinstance(examples, (list, tuple)) else [examples]
-        return self.geo.search(self.geo.examples_query(examples), k, **options)
-
-    def rasters(self) -> list[dict]:
-        """The indexed rasters: id, path, size, CRS, ground resolution, stretch, chip count, lon/lat bounds."""
-        return self.geo.rasters()
-
     # ------------------------------------------------------------------ inspection
 
     @property
@@ -472,22 +362,6 @@ class Index:
     def get(self, id: int) -> ImageMeta | None:
         """Metadata of one image (``None`` if no such id)."""
         return self._store.get([int(id)]).get(int(id))
-
-    @property
-    def model_gsds(self) -> list[float] | None:
-        """The ground resolutions (metres) the index's model was trained at, as the index records them (None
-        for an index made before they were recorded that has no raster yet)."""
-        return recorded_gsds(self._store.meta())
-
-    def export_geoparquet(self, path: str | Path, *, progress: bool = True) -> dict:
-        """Write every item (footprint, date, raster window, label, code, descriptor) to a GeoParquet 1.1 file,
-        from one snapshot of the index; see :mod:`.geoparquet`. Returns rows, chips, bytes and path."""
-        from .geoparquet import write_geoparquet
-
-        model = {"fingerprint": self.fingerprint, "bits": self.bits, "descriptor_dims": self.descriptor_dims,
-                 "model_gsds": self.model_gsds, "rerank_weight": self.rerank_weight, "kind": self._kind,
-                 "index_format_version": FORMAT_VERSION}
-        return self._store.run(lambda conn: write_geoparquet(conn, path, model, progress=progress))
 
     def stats(self) -> dict:
         """Size, model, kind and storage footprint (JSON-serialisable)."""
