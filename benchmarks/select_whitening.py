@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(OUT.read_text())
         command = "python benchmarks/select_whitening.py " + " ".join(sys.argv[1:] if argv is None else argv)
         result["weight"] = select_weight(load_records(resolve_data_dir(args.data)), args) | {
-            "command": command, "seconds": round(time.perf_counter() - t0, 1)}
+            "command": command, "seconds": round(time.perf_counter() - t0, 1),
+            "machine": f"{platform.platform()}, python {platform.python_version()}, torch {torch.__version__}, 1 thread"}
         result["command"] = f"{result['command']}; then {command}"
         atomic_write_text(OUT, json.dumps(result, indent=1))
         print("chosen weight:", result["weight"]["chosen"], json.dumps(result["weight"]["table"]))

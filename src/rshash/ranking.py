@@ -113,24 +113,16 @@ def two_stage_order(
         return first
     if shortlist < 1:
         raise ValueError(f"shortlist must be >= 1, got {shortlist}")
-    if hamming.shape[0] == 1:  # one query (every search): plain indexing, the same order
-        return _rerank_one(first[0], hamming[0], ids[0], other[0], np.atleast_2d(similarity)[0], bits, shortlist,
-                           weight, gate)[None]
-    head = first[:, : min(shortlist, hamming.shape[1])]
-    take = lambda a: np.take_along_axis(np.broadcast_to(a, hamming.shape), head, axis=1)  # noqa: E731
-    sim = take(np.atleast_2d(similarity))
-    near = take(hamming)
-    if gate is not None:
-        kth = near[:, min(GATE_RANK, near.shape[1]) - 1].astype(np.float64)
-        weight = np.where(kth >= gate * bits, weight, 0.0)[:, None]
-    score = rerank_scores(near, sim, bits, weight)
-    head = np.take_along_axis(head, np.lexsort((take(ids), take(other), -sim, score), axis=-1), axis=1)
-    return np.concatenate([head, first[:, head.shape[1] :]], axis=1)
+    sims = np.broadcast_to(np.atleast_2d(similarity), hamming.shape)
+    return np.stack([_rerank_one(first[q], hamming[q], ids[q], other[q], sims[q], bits, shortlist, weight, gate)
+                     for q in range(hamming.shape[0])])
 
 
 def _rerank_one(first: np.ndarray, hamming: np.ndarray, ids: np.ndarray, other: np.ndarray, similarity: np.ndarray,
                 bits: int, shortlist: int, weight: float, gate: float | None) -> np.ndarray:
-    """:func:`two_stage_order` of one query, given its Hamming order ``first``."""
+    """:func:`two_stage_order` of one query (a row), given its Hamming order ``first``: the first ``shortlist``
+    re-ranked by :func:`rerank_scores` (at weight 0 when the gate says the query sits in a tight cluster), ties by
+    higher similarity, the preferred id, then id; the rest in Hamming order."""
     head = first[: min(shortlist, len(first))]
     sim = np.broadcast_to(similarity, hamming.shape)[head]
     near = hamming[head]
