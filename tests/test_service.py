@@ -202,6 +202,7 @@ def test_search_by_id_on_the_event_loop_or_in_the_threadpool_answers_the_same(cl
 
     qid = id_of(index, archive.images / "water" / "water_001.png")
     service = client.app.state.service
+    service.shape()  # what the first search by id in the threadpool counts
     assert service.quick_search(None) and not service.quick_search(3)
     urls = [f"/api/search?id={qid}&k=5", f"/api/search?id={qid}&k=3&offset=2&rerank=false",
             "/api/search?id=999999", f"/api/search?id={qid}&label=nonsense"]

@@ -161,11 +161,13 @@ class Service:
         """Whether a search by id is cheap enough to run on the event loop instead of the threadpool: no radius,
         and an index of image files small enough to be scanned exactly from memory (at most
         :data:`~rshash.index.search.TABLE_SCAN_ROWS` items: about a millisecond). Larger indexes, radius
-        searches and raster chips (geo lookups) go to the threadpool, so the loop never waits long."""
-        if radius is not None:
+        searches and raster chips (geo lookups) go to the threadpool, so the loop never waits long. Decided from
+        the shape cached for the committed generation (one single-row read): counting a changed index is left to
+        the threadpool (:meth:`shape`), so until then a search goes there."""
+        cached = self._shape
+        if radius is not None or cached is None or cached.generation != self.index.generation:
             return False
-        shape = self.shape()
-        return shape.items <= TABLE_SCAN_ROWS and not shape.rasters
+        return cached.items <= TABLE_SCAN_ROWS and not cached.rasters
 
     def check_query(self, k: int | None, radius: int | None, label: str | None, rerank: bool = True,
                     offset: int = 0) -> SearchQuery:

@@ -53,7 +53,12 @@ async def search_by_id(
 
     if service.quick_search(radius):  # ~1 ms: on the event loop (a thread hop would cost a third of that)
         return answer()
-    return await run_in_threadpool(answer)  # one hop for the whole search
+
+    def count_and_answer() -> JSONResponse:  # one hop for the whole search; the index's shape counted here
+        service.shape()
+        return answer()
+
+    return await run_in_threadpool(count_and_answer)
 
 
 async def search_by_image(
