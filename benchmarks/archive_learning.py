@@ -101,7 +101,9 @@ def _ssl_variants(default) -> dict:
     from dataclasses import replace
 
     return {"ssl": default,
-            "ablation_time_pairs_only": replace(default, aug_weight=0.0),
+            "ablation_levels_only": replace(default, grid=0),
+            "ablation_grid_only": replace(default, grid=default.grid or 4, grid_levels=False, grid_weight=1.0),
+            "ablation_augmentation_pairs_0.1": replace(default, aug_weight=0.1),
             "ablation_augmentations_only": replace(default, aug_weight=1.0, use_time_pairs=False),
             "ablation_bits64": replace(default, bits=64),
             "ablation_bits256": replace(default, bits=256, dims=256, pca_dims=512),
@@ -116,21 +118,18 @@ def ssl_distances(place, folds, seeds: list[int], cache_dir: Path, onnx_dir: Pat
     from rshash.backbone import create_backbone
     from rshash.encoder import Encoder
     from rshash.model_dir import save_model_dir
-    from rshash.training.selfsup import (ArchiveFeatures, SelfSupConfig, build_model, fit_head, raster_sources,
-                                         view_features)
-    from rshash.model import level_dims
+    from rshash.training.selfsup import SelfSupConfig, build_model, fit_head, place_features, raster_sources
 
     backbone = create_backbone()
     out: dict[str, list] = {}
     check: dict = {}
     for seed in seeds:
         default = SelfSupConfig(seed=seed)
-        pooled = view_features(place.pixels, backbone, default.views, seed, cache_dir)
-        features = ArchiveFeatures(place, pooled, level_dims(backbone))
-        x0 = features.levels()[:, 0]
         for name, config in _ssl_variants(default).items():
             if name != "ssl" and seed != seeds[0]:
                 continue
+            features = place_features(place, config, backbone, cache_dir)  # the views' features: cached on disk
+            x0 = features.levels()[:, 0]
             per_fold = []
             for fold in folds:
                 fit = fit_head(features, config, fold.train)
@@ -398,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                      "seeds": f"self-supervised seeds {seeds} (augmentation draws and ITQ start); ablations seed "
                               f"{seeds[:1]}; ITQ baseline seed 0; untrained features are deterministic",
                      "ssl": "one model per fold and seed, trained on the fold's training chips only (time pairs of "
-                            "footprints seen at two training dates, augmented views); codes = the fitted head applied "
+                            "footprints seen at two training dates; augmented views as the recipe weights them); "
+                            "codes = the fitted head applied "
                             "to the frozen backbone's ONNX features (onnx_check_fold0_seed0 compares with the "
                             "exported encoder end to end); two-stage = the index's ranking (int8 descriptors, "
                             "default weight), shortlist L"},

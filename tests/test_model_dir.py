@@ -16,6 +16,7 @@ import pytest
 from rshash import io_utils
 from rshash.io_utils import atomic_directory, recover_directory, versioned_directory
 from rshash.model_config import (
+    _LATER_DEFAULTS,
     FORMAT_VERSION,
     ModelConfig,
     ModelDirError,
@@ -247,7 +248,7 @@ def test_saved_model_directory_end_to_end(tmp_path):
     h.update(json.dumps({k: v for k, v in raw.items() if k != "fingerprint"}, sort_keys=True).encode())
     assert raw["fingerprint"] == first == h.hexdigest()[:16]
     # every field is saved, except fields added later while at their default (older fingerprints stay valid)
-    assert set(raw) == set(ModelConfig.__dataclass_fields__) - {"encoder_precision", "sources"}
+    assert set(raw) == set(ModelConfig.__dataclass_fields__) - set(_LATER_DEFAULTS)
     assert read_config(path).input_size == 224 and Encoder(path).fingerprint == first
     index = Index.create(tmp_path / "index", path)  # records the public path, not the version behind it
     assert index.model_dir == path.absolute()

@@ -105,6 +105,87 @@ def test_head_computes_the_fit_from_level_vectors():
         WhiteningHashHead(tap_dims, bits=8, dims=16).load_fit(fit)
 
 
+def test_grid_pool_averages_cells_as_adaptive_pooling_does():
+    """The ONNX-friendly grid pooling: adaptive average pooling's cells (14 px into 4 uneven cells), each cell's
+    vector unit length, cells row-major, the whole of unit norm."""
+    from rshash.model import grid_pool
+
+    x = torch.randn(2, 5, 14, 14)
+    got = grid_pool(x, 4)
+    cells = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(2)  # (2, 5, 16)
+    want = torch.nn.functional.normalize(cells, dim=1).transpose(1, 2).flatten(1) / 4
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("with_levels", [False, True])
+def test_head_with_a_grid_computes_the_fit(with_levels):
+    """A head reading a grid (beside the levels or alone) embeds as the fit on the concatenated features does;
+    it refuses a grid of another width."""
+    rng = np.random.default_rng(2)
+    tap_dims, grid_width = [8, 12], 10
+    pooled = rng.normal(size=(40, 2, sum(tap_dims))).astype(np.float32)
+    grid = rng.normal(size=(40, 2, grid_width)).astype(np.float32)
+    x = np.concatenate(([level_features(pooled, tap_dims)] if with_levels else []) + [grid], axis=-1)
+    fit = fit_pair_whitening(x, np.stack([np.arange(20), np.arange(20, 40)], 1), bits=8, dims=8, pca_dims=12)
+    head = WhiteningHashHead(tap_dims, 8, 8, grid_width, levels=with_levels).load_fit(fit)
+    levels = [torch.from_numpy(pooled[:, 0, :8]), torch.from_numpy(pooled[:, 0, 8:])]
+    with torch.no_grad():
+        embedded = head.embed(levels, torch.from_numpy(grid[:, 0])).numpy()
+        with pytest.raises(ValueError, match="grid of width 10"):
+            head.embed(levels, torch.from_numpy(grid[:, 0, :4]))
+    np.testing.assert_allclose(embedded, fit.embed(x[:, 0]), rtol=1e-4, atol=1e-4)
+
+
+def test_a_grid_model_exports_what_torch_computes(tmp_path):
+    """A whitening model with a grid: the saved ONNX encoder gives the torch model's codes and descriptors, and
+    its config records the grid; a grid on a loss-trained head is refused."""
+    from rshash.encoder import Encoder
+    from rshash.model import HashingModel
+    from rshash.model_config import ModelConfig, read_config
+    from rshash.model_dir import save_model_dir
+
+    model = HashingModel(ModelConfig(bits=16, cell="whiten", descriptor_dims=16, grid=3, grid_levels=False))
+    with torch.no_grad():
+        model.head.projection.copy_(torch.randn_like(model.head.projection) * 0.1)
+        model.head.rotation.copy_(torch.randn_like(model.head.rotation))
+    save_model_dir(tmp_path / "m", model.eval())
+    config = read_config(tmp_path / "m")
+    assert (config.grid, config.grid_tap, config.grid_levels) == (3, "stage5", False)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
+    encoded = Encoder(tmp_path / "m").encode(pixels)
+    with torch.no_grad():
+        outputs, descriptors = model(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0)
+    assert (encoded.codes == (outputs.numpy() >= 0.5)).mean() > 0.97
+    np.testing.assert_allclose(encoded.descriptors, descriptors.numpy(), atol=1e-3)
+    with pytest.raises(ValueError, match="whitening head"):
+        HashingModel(ModelConfig(bits=16, grid=3), pretrained=False)
+
+
+def test_the_model_computes_the_fit_of_weighted_grid_features(tmp_path):
+    """The recipe fits the head on the levels beside the grid block times ``grid_weight``; the model built from
+    the fit (the weight moved into its matrices) gives those descriptors and codes from pixels."""
+    from types import SimpleNamespace
+
+    from rshash.backbone import create_backbone
+    from rshash.training.selfsup import SelfSupConfig, build_model, place_features
+
+    config = SelfSupConfig(bits=8, dims=8, pca_dims=16, views=2)
+    assert config.grid and config.grid_levels and config.grid_weight != 1.0  # what this test is about
+    backbone = create_backbone()
+    pixels = np.random.default_rng(4).integers(0, 256, size=(10, 224, 224, 3), dtype=np.uint8)
+    features = place_features(SimpleNamespace(pixels=pixels), config, backbone, tmp_path)
+    x = features.levels()
+    assert x.shape[-1] == sum(d // 2 for d in features.tap_dims) + 16 * backbone.channels["stage5"]
+    fit = fit_pair_whitening(x, np.zeros((0, 2), int), bits=8, dims=8, pca_dims=16)
+    model = build_model(fit, config, [], backbone)
+    with torch.no_grad():
+        outputs, descriptors = model(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0)
+    want = fit.embed(x[:, 0])
+    np.testing.assert_allclose(descriptors.numpy(), want / np.linalg.norm(want, axis=1, keepdims=True), atol=2e-2)
+    assert ((outputs.numpy() >= 0.5) == fit.codes(x[:, 0])).mean() > 0.9
+
+
 def test_class_pairs_join_distinct_items_of_one_label():
     labels = np.array([0, 0, 0, 1, 1, 2])  # class 2 has one item: it can pair with nothing
     pairs = class_pairs(labels, 500, seed=3)

@@ -32,7 +32,7 @@ from .backbone import StageBackbone, create_backbone
 from .data.datasets import ImageRecord, SkipReport, load_batch
 from .data.images import dihedral
 from .io_utils import atomic_directory
-from .model import pool_map
+from .model import grid_pool, pool_map
 from .onnx_export import export_onnx, open_session, run_session_all
 from .progress import progress_bar
 
@@ -45,17 +45,21 @@ def default_cache_dir() -> Path:
 
 
 class PretrainedOutputs(nn.Module):
-    """uint8 NHWC pixels -> (cut map, pooled vectors of all taps): what the bank stores."""
+    """uint8 NHWC pixels -> (cut map, pooled vectors of all taps): what the bank stores; with ``grid`` > 0 also
+    the ``grid_tap`` map's grid pooling (:func:`rshash.model.grid_pool`) as a third output."""
 
-    def __init__(self, backbone: StageBackbone):
+    def __init__(self, backbone: StageBackbone, grid: int = 0, grid_tap: str = "stage5"):
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.grid, self.grid_tap = backbone, grid, grid_tap
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = pixels.permute(0, 3, 1, 2).float() / 255.0
         low, cut = self.backbone.trunk(x)
         maps = {**low, **self.backbone.tail(cut)}
-        return cut, torch.cat([pool_map(maps[t]) for t in self.backbone.taps], dim=1)
+        pooled = torch.cat([pool_map(maps[t]) for t in self.backbone.taps], dim=1)
+        if self.grid:
+            return cut, pooled, grid_pool(maps[self.grid_tap], self.grid)
+        return cut, pooled
 
 
 @dataclass

@@ -19,12 +19,35 @@ from .backbone import StageBackbone, create_backbone
 from .hashing.head import WHITEN, HashHead, WhiteningHashHead
 from .model_config import ModelConfig
 
-__all__ = ["DescriptorHead", "HashingModel", "ModelConfig", "PixelEncoder", "level_dims", "pool_map"]
+__all__ = ["DescriptorHead", "HashingModel", "ModelConfig", "PixelEncoder", "grid_pool", "level_dims", "pool_map"]
 
 
 def pool_map(feature_map: torch.Tensor) -> torch.Tensor:
     """Global average and max pooling, concatenated: ``(N, C, H, W) -> (N, 2C)``."""
     return torch.cat([feature_map.mean(dim=(2, 3)), feature_map.amax(dim=(2, 3))], dim=1)
+
+
+def _grid_matrix(h: int, w: int, cells: int) -> torch.Tensor:
+    """``(h * w, cells * cells)``: averaging weights of the cells of a ``cells x cells`` grid over an ``h x w``
+    map, cell bounds as :func:`torch.nn.functional.adaptive_avg_pool2d` draws them, row-major cells."""
+    m = np.zeros((h, w, cells, cells), dtype=np.float32)
+    for i in range(cells):
+        r0, r1 = (i * h) // cells, -((-(i + 1) * h) // cells)
+        for j in range(cells):
+            c0, c1 = (j * w) // cells, -((-(j + 1) * w) // cells)
+            m[r0:r1, c0:c1, i, j] = 1.0 / ((r1 - r0) * (c1 - c0))
+    return torch.from_numpy(m.reshape(h * w, cells * cells))
+
+
+def grid_pool(feature_map: torch.Tensor, cells: int) -> torch.Tensor:
+    """Where things are in the chip: ``(N, C, H, W) -> (N, cells * cells * C)``, the map averaged over each cell of
+    a ``cells x cells`` grid, each cell's vector L2-normalised, cells row-major, the whole scaled to unit norm.
+    (One matrix product, so the ONNX graph is plain; the map's size is fixed by the encoder's input size.)"""
+    n, c, h, w = feature_map.shape
+    if not 0 < cells <= min(int(h), int(w)):
+        raise ValueError(f"a grid of {cells} x {cells} cells does not fit a {int(h)} x {int(w)} map")
+    pooled = feature_map.flatten(2) @ _grid_matrix(int(h), int(w), cells)  # (N, C, cells^2)
+    return F.normalize(pooled, dim=1).transpose(1, 2).flatten(1) / cells
 
 
 def level_dims(backbone: StageBackbone) -> list[int]:
@@ -69,9 +92,13 @@ class HashingModel(nn.Module):
         self.config = config
         self.backbone = backbone or create_backbone(config.backbone, pretrained, config.taps, config.cut)
         dims = level_dims(self.backbone)
+        if config.grid and (config.cell != WHITEN or config.grid_tap not in self.backbone.taps):
+            raise ValueError(f"a grid ({config.grid}) is read by a whitening head from one of the taps "
+                             f"{list(self.backbone.taps)}; got cell {config.cell!r}, grid_tap {config.grid_tap!r}")
         self.head: HashHead | WhiteningHashHead
         if config.cell == WHITEN:  # a self-supervised archive model: the head makes the descriptor too
-            self.head = WhiteningHashHead(dims, config.bits, config.descriptor_dims)
+            grid_width = config.grid ** 2 * self.backbone.channels[config.grid_tap] if config.grid else 0
+            self.head = WhiteningHashHead(dims, config.bits, config.descriptor_dims, grid_width, config.grid_levels)
             self.descriptor = None
         else:
             self.head = HashHead(dims, config.bits, config.width, config.cell, config.dropout)
@@ -81,9 +108,12 @@ class HashingModel(nn.Module):
         return [pool_map(m) for m in self.backbone(x)]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        levels = self.levels(x)
+        maps = self.backbone(x)
+        levels = [pool_map(m) for m in maps]
         if self.descriptor is None:
-            embedded = self.head.embed(levels)
+            c = self.config
+            grid = grid_pool(maps[self.backbone.taps.index(c.grid_tap)], c.grid) if c.grid else None
+            embedded = self.head.embed(levels, grid)
             return torch.sigmoid(embedded @ self.head.rotation), F.normalize(embedded, dim=1)
         last = levels[-1]
         return torch.sigmoid(self.head(levels)), self.descriptor(last[:, : last.shape[1] // 2])

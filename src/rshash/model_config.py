@@ -67,6 +67,12 @@ class ModelConfig:
     #: Training sources, each ``{"kind", "path", "gsd" (metres or None), "bands"}`` (:func:`training_source`);
     #: empty for models saved before they were recorded (read as :data:`LEGACY_SOURCES` by :func:`model_sources`).
     sources: list[dict[str, Any]] = field(default_factory=list)
+    #: A whitening head's input beside (``grid_levels``) or instead of the pooled levels: the ``grid_tap`` map
+    #: averaged over a ``grid x grid`` grid of cells (:func:`rshash.model.grid_pool`; 0: none): where things are
+    #: in the chip, what finds the same place at another date.
+    grid: int = 0
+    grid_tap: str = "stage5"
+    grid_levels: bool = True
 
     def to_dict(self, fingerprint: bool = True) -> dict[str, Any]:
         """JSON-ready; unset ``input_size`` / ``fingerprint`` are left out (as is the fingerprint if not wanted),
@@ -97,7 +103,8 @@ class ModelConfig:
 
 _FIELDS = {f.name for f in fields(ModelConfig)}
 #: Fields added after format 2 was first written, with the default that older configs imply.
-_LATER_DEFAULTS: dict[str, Any] = {"encoder_precision": "float32", "sources": []}
+_LATER_DEFAULTS: dict[str, Any] = {"encoder_precision": "float32", "sources": [], "grid": 0, "grid_tap": "stage5",
+                                   "grid_levels": True}
 #: Fields a saved model must have, with their JSON types.
 _REQUIRED = {"bits": int, "descriptor_dims": int, "input_size": int, "fingerprint": str}
 

@@ -45,9 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-chips", type=int, default=None, metavar="N",
                    help="grid chips read per raster at most (a sparser grid beyond; default 3000)")
     g.add_argument("--aug-weight", type=float, default=None,
-                   help="weight of augmented views next to time pairs (default 0.1)")
+                   help="weight of augmented views next to time pairs (default 0: time pairs alone; without any, the views "
+                   "alone)")
     g.add_argument("--refine-epochs", type=int, default=None,
                    help="epochs of loss refinement of the closed-form head (default 0)")
+    g.add_argument("--grid", type=int, default=None, metavar="CELLS",
+                   help="the codes read where things are in a chip: the stage-5 map pooled over CELLS x CELLS cells "
+                   "(default 4: finds the same place at another date); 0: the globally pooled levels only (what is in "
+                   "a chip wherever it is, the same under rotation)")
     p.set_defaults(func=run)
 
 
@@ -58,9 +63,12 @@ def run_selfsup(args: argparse.Namespace, images=None) -> int:
 
     config = SelfSupConfig(backbone=args.backbone, seed=args.seed)
     for field, value in (("bits", args.bits), ("max_chips_per_raster", args.max_chips),
-                         ("aug_weight", args.aug_weight), ("refine_epochs", args.refine_epochs)):
+                         ("aug_weight", args.aug_weight), ("refine_epochs", args.refine_epochs),
+                         ("grid", args.grid)):
         if value is not None:
             config = replace(config, **{field: value})
+    if config.grid < 0:
+        raise SystemExit(f"--grid must be 0 or more cells per side, got {config.grid}")
     if args.views != 8:
         config = replace(config, views=args.views)
     if config.bits > config.dims:

@@ -80,12 +80,15 @@ class WhiteningHashHead(nn.Module):
     loss terms can refine them.
     """
 
-    def __init__(self, level_dims: Sequence[int], bits: int, dims: int):
+    def __init__(self, level_dims: Sequence[int], bits: int, dims: int, grid_width: int = 0, levels: bool = True):
         super().__init__()
         if bits <= 0 or bits % 8 or bits > dims:
             raise ValueError(f"bits must be a positive multiple of 8 and <= dims ({dims}), got {bits}")
+        if not levels and not grid_width:
+            raise ValueError("a whitening head needs the pooled levels, a grid, or both")
         self.bits, self.cell, self.level_dims = bits, WHITEN, list(level_dims)
-        width = sum(d // 2 for d in level_dims)
+        self.use_levels, self.grid_width = levels, grid_width
+        width = (sum(d // 2 for d in level_dims) if levels else 0) + grid_width
         self.mean = nn.Parameter(torch.zeros(width), requires_grad=False)
         self.projection = nn.Parameter(torch.eye(width, dims))
         self.rotation = nn.Parameter(torch.eye(dims, bits))
@@ -100,12 +103,19 @@ class WhiteningHashHead(nn.Module):
                 getattr(self, name).copy_(value)
         return self
 
-    def embed(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
-        x = torch.cat([nn.functional.normalize(v[:, : v.shape[1] // 2], dim=1) for v in levels], dim=1)
+    def embed(self, levels: Sequence[torch.Tensor], grid: torch.Tensor | None = None) -> torch.Tensor:
+        """``levels``: pooled level vectors; ``grid``: the grid-pooled map (:func:`rshash.model.grid_pool`) of a
+        head made with ``grid_width``."""
+        parts = [nn.functional.normalize(v[:, : v.shape[1] // 2], dim=1) for v in levels] if self.use_levels else []
+        if self.grid_width:
+            if grid is None or grid.shape[1] != self.grid_width:
+                raise ValueError(f"this head reads a grid of width {self.grid_width}")
+            parts.append(grid)
+        x = torch.cat(parts, dim=1)
         return (x - self.mean) @ self.projection
 
-    def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.embed(levels) @ self.rotation
+    def forward(self, levels: Sequence[torch.Tensor], grid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.embed(levels, grid) @ self.rotation
 
 
 def codes_from_outputs(outputs: torch.Tensor) -> torch.Tensor:

@@ -53,14 +53,15 @@ FEATURES_VERSION = 1
 
 @dataclass
 class SelfSupConfig:
-    """The self-supervised recipe. ``eps`` and ``aug_weight`` are chosen on the same-place folds
-    (benchmarks/select_selfsup.py); bits, views and the refinement are ablated by benchmarks/archive_learning.py."""
+    """The self-supervised recipe. The head's input (levels and grid), ``eps`` and ``aug_weight`` are chosen on the
+    same-place folds (benchmarks/select_selfsup.py); bits, views and the refinement are ablated by
+    benchmarks/archive_learning.py."""
 
     bits: int = 128
     dims: int = 128  # whitened descriptor dimensions (>= bits)
     pca_dims: int = 256  # PCA before whitening
-    aug_weight: float = 0.1  # weight of augmentation pairs next to time pairs in the nuisance covariance
-    eps: float = 1e-2  # eigenvalue floor of the whitening, relative to the largest
+    aug_weight: float = 0.0  # weight of augmentation pairs next to time pairs (without time pairs: they alone)
+    eps: float = 3e-3  # eigenvalue floor of the whitening, relative to the largest
     views: int = 8  # the chip and views - 1 augmented views
     chip: int = 64  # grid chip side in native pixels
     max_chips_per_raster: int = 3000
@@ -69,6 +70,13 @@ class SelfSupConfig:
     refine_epochs: int = 0  # loss refinement of the closed-form head (0: closed form only)
     seed: int = 0
     backbone: str = "efficientnet-lite0"
+    # The head's input (benchmarks/select_selfsup.py): the grid pooling of one backbone map (``grid`` x ``grid``
+    # cells of ``grid_tap``: where things are in the chip; 0: none) beside or instead of (``grid_levels``) the
+    # globally pooled levels (what is in the chip, wherever it is).
+    grid: int = 4
+    grid_tap: str = "stage5"
+    grid_levels: bool = True
+    grid_weight: float = 4.0  # the grid block (unit norm) beside the levels (each of unit norm) in the fit
 
 
 @dataclass
@@ -79,42 +87,84 @@ class ArchiveFeatures:
     pooled: np.ndarray  # float32 (N, views, sum(tap_dims))
     tap_dims: list[int]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    grid: np.ndarray | None = None  # float16 (N, views, cells * channels): grid pooling of one map (None: none)
+    use_levels: bool = True  # the pooled levels are part of the head's input
+    grid_weight: float = 1.0  # the grid block's scale in the fit (see :func:`head_fit`)
 
     def levels(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """``(n, views, D)`` concatenated per-level normalised features (the head's input)."""
-        return level_features(self.pooled[idx], self.tap_dims)
+        """``(n, views, D)``: what the head is fitted on, the concatenated per-level normalised features (if
+        ``use_levels``) then the grid pooling (if any) times ``grid_weight``, as
+        :class:`rshash.hashing.head.WhiteningHashHead` concatenates them (:func:`head_fit` moves the weight into
+        the fit)."""
+        parts = [level_features(self.pooled[idx], self.tap_dims)] if self.use_levels else []
+        if self.grid is not None:
+            parts.append(self.grid[idx].astype(np.float64) * self.grid_weight)
+        return np.concatenate(parts, axis=-1)
 
 
-def _features_key(pixels: np.ndarray, backbone: StageBackbone, views: int, seed: int) -> str:
-    h = hashlib.sha256(json.dumps([FEATURES_VERSION, backbone.name, list(backbone.taps), views, seed]).encode())
+def _features_key(pixels: np.ndarray, backbone: StageBackbone, views: int, seed: int, grid: int, grid_tap: str) -> str:
+    parts = [FEATURES_VERSION, backbone.name, list(backbone.taps), views, seed] + ([grid, grid_tap] if grid else [])
+    h = hashlib.sha256(json.dumps(parts).encode())
     h.update(np.ascontiguousarray(pixels).data)
     return h.hexdigest()[:20]
 
 
 def view_features(pixels: np.ndarray, backbone: StageBackbone, views: int, seed: int = 0,
-                  cache_dir: str | Path | None = None, batch_chips: int = 8) -> np.ndarray:
-    """Pooled pretrained levels ``(N, views, D)`` of every chip and ``views - 1`` augmented views of it (cached)."""
+                  cache_dir: str | Path | None = None, batch_chips: int = 8, grid: int = 0,
+                  grid_tap: str = "stage5") -> tuple[np.ndarray, np.ndarray | None]:
+    """Pooled pretrained levels ``(N, views, D)`` of every chip and ``views - 1`` augmented views of it, and with
+    ``grid`` > 0 the grid pooling of their ``grid_tap`` maps ``(N, views, grid^2 * C)`` (float16; else None).
+    Cached on disk under a key of the pixels and settings."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = cache / f"selfsup-{_features_key(pixels, backbone, views, seed)}"
-    if (target / "pooled.npy").is_file():
+    target = cache / f"selfsup-{_features_key(pixels, backbone, views, seed, grid, grid_tap)}"
+    if (target / "pooled.npy").is_file() and (not grid or (target / "grid.npy").is_file()):
         log.info("archive features from cache: %s", target)
-        return np.load(target / "pooled.npy")
+        return np.load(target / "pooled.npy"), np.load(target / "grid.npy") if grid else None
     size = backbone.input_size
-    session = open_session(export_onnx(PretrainedOutputs(backbone), torch.zeros(1, size, size, 3, dtype=torch.uint8),
-                                       outputs=("cut", "pooled")))
+    names = ("cut", "pooled", "grid") if grid else ("cut", "pooled")
+    session = open_session(export_onnx(PretrainedOutputs(backbone, grid, grid_tap),
+                                       torch.zeros(1, size, size, 3, dtype=torch.uint8), outputs=names))
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[np.ndarray] = []
+    grids: list[np.ndarray] = []
     with progress_bar(total=len(pixels) * views, desc="archive features", unit="view") as bar:
         for start in range(0, len(pixels), batch_chips):
             chunk = pixels[start:start + batch_chips]
             stack = np.concatenate([chip_views(c, views, rng) for c in chunk])
-            _, pooled = run_session_all(session, stack)
-            out.append(pooled.reshape(len(chunk), views, -1).astype(np.float32))
+            outputs = run_session_all(session, stack)
+            out.append(outputs[1].reshape(len(chunk), views, -1).astype(np.float32))
+            if grid:
+                grids.append(outputs[2].reshape(len(chunk), views, -1).astype(np.float16))
             bar.update(len(chunk) * views)
     pooled = np.concatenate(out) if out else np.zeros((0, views, 0), np.float32)
+    grid_features = (np.concatenate(grids) if grids else np.zeros((0, views, 0), np.float16)) if grid else None
     with atomic_directory(target) as tmp:
         np.save(tmp / "pooled.npy", pooled)
-    return pooled
+        if grid_features is not None:
+            np.save(tmp / "grid.npy", grid_features)
+    return pooled, grid_features
+
+
+def place_features(place: PlaceChips, config: SelfSupConfig, backbone: StageBackbone,
+                   cache_dir: str | Path | None = None, skipped: list[tuple[str, str]] | None = None) -> ArchiveFeatures:
+    """The view features of the chips of ``place`` that the recipe's head reads."""
+    pooled, grid = view_features(place.pixels, backbone, config.views, config.seed, cache_dir, grid=config.grid,
+                                 grid_tap=config.grid_tap)
+    return ArchiveFeatures(place, pooled, level_dims(backbone), list(skipped or []), grid,
+                           config.grid_levels or not config.grid, config.grid_weight)
+
+
+def head_fit(fit: WhiteningFit, config: SelfSupConfig, grid_width: int) -> WhiteningFit:
+    """The fit as the model's head applies it to unweighted features: a fit on features whose last ``grid_width``
+    columns (the grid block) were multiplied by ``grid_weight`` equals one on the plain block with that block's
+    mean divided and its projection rows multiplied by the weight."""
+    if not config.grid or config.grid_weight == 1.0:
+        return fit
+    rows = slice(len(fit.mean) - grid_width, len(fit.mean))
+    mean, projection = fit.mean.copy(), fit.projection.copy()
+    mean[rows] /= config.grid_weight
+    projection[rows] *= config.grid_weight
+    return WhiteningFit(mean, projection, fit.rotation, fit.time_pairs, fit.aug_pairs)
 
 
 def archive_features(rasters: Sequence[str | Path], config: SelfSupConfig, cache_dir: str | Path | None = None,
@@ -130,8 +180,7 @@ def archive_features(rasters: Sequence[str | Path], config: SelfSupConfig, cache
     if len(place) == 0:
         raise ValueError("no readable chips or images in the given sources" +
                          (f" ({len(skipped)} unreadable)" if skipped else ""))
-    pooled = view_features(place.pixels, backbone, config.views, config.seed, cache_dir)
-    return ArchiveFeatures(place, pooled, level_dims(backbone), skipped)
+    return place_features(place, config, backbone, cache_dir, skipped)
 
 
 def image_chips(records: Sequence[ImageRecord], out_size: int, max_images: int | None = None,
@@ -187,10 +236,11 @@ def build_model(fit: WhiteningFit, config: SelfSupConfig, sources: list[dict[str
                 backbone: StageBackbone | None = None) -> HashingModel:
     """A :class:`HashingModel` (frozen pretrained backbone, whitening head) carrying ``fit``."""
     model_config = ModelConfig(bits=config.bits, backbone=config.backbone, cell=WHITEN,
-                               descriptor_dims=int(fit.projection.shape[1]),
-                               dropout=0.0, sources=sources)
+                               descriptor_dims=int(fit.projection.shape[1]), dropout=0.0, sources=sources,
+                               grid=config.grid, grid_tap=config.grid_tap,
+                               grid_levels=config.grid_levels or not config.grid)
     model = HashingModel(model_config, pretrained=True, backbone=backbone)
-    model.head.load_fit(fit)
+    model.head.load_fit(head_fit(fit, config, model.head.grid_width))
     return model.eval()
 
 
