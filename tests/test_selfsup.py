@@ -319,6 +319,7 @@ def test_train_on_an_unlabelled_image_folder_alone_and_with_rasters(unlabelled, 
     config = read_config(out)
     assert config.cell == "whiten" and [s["kind"] for s in config.sources] == ["folder"]
     assert model_gsds(config) == [1.5]
+    assert config.grid == 0  # no time pairs: the grid (layout learnt from them) is left out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["chips"] == 12 and metrics["time_pairs"] == 0 and metrics["augmentation_pairs"] > 0
     assert [Path(p).name for p, _ in metrics["skipped_images"]] == ["corrupt.jpg"]
@@ -330,6 +331,7 @@ def test_train_on_an_unlabelled_image_folder_alone_and_with_rasters(unlabelled, 
     config = read_config(both)
     assert [s["kind"] for s in config.sources] == ["rasters", "rasters", "folder"]
     assert model_gsds(config) == [1.5, 5.0]
+    assert config.grid == 4 and config.grid_levels  # the rasters' time pairs: levels beside the grid
     metrics = json.loads((both / "metrics.json").read_text())
     assert metrics["chips"] == 44 and metrics["time_pairs"] == 16 and metrics["chips_per_source"] == [16, 16, 12]
 

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -180,7 +180,17 @@ def archive_features(rasters: Sequence[str | Path], config: SelfSupConfig, cache
     if len(place) == 0:
         raise ValueError("no readable chips or images in the given sources" +
                          (f" ({len(skipped)} unreadable)" if skipped else ""))
-    return place_features(place, config, backbone, cache_dir, skipped)
+    return place_features(place, recipe_for(config, place), backbone, cache_dir, skipped)
+
+
+def recipe_for(config: SelfSupConfig, place: PlaceChips) -> SelfSupConfig:
+    """The recipe for these chips: without a footprint seen at two dates (an image folder, one acquisition) the
+    grid is left out. It learns layout from time pairs; augmented views (rotated, flipped) alone teach it nothing
+    and it cost content retrieval there (benchmarks/results/archive_content.json)."""
+    if config.grid and config.use_time_pairs and not len(cross_date_pairs(place)):
+        log.info("no footprint seen at two dates: the codes read the pooled levels only (no grid)")
+        return replace(config, grid=0)
+    return config
 
 
 def image_chips(records: Sequence[ImageRecord], out_size: int, max_images: int | None = None,
@@ -269,6 +279,7 @@ def train_selfsup(rasters: Sequence[str | Path], out_dir: str | Path, config: Se
     sources = [folder_source(images, records, images_gsd)] if records else []  # checks the gsd before reading
     backbone = create_backbone(config.backbone)
     features = archive_features(paths, config, cache_dir, backbone, images=records)
+    config = recipe_for(config, features.place)  # as archive_features applied it
     read_s = time.perf_counter() - started
     fit = fit_head(features, config)
     place, raster_names = features.place, {str(p) for p in paths}
