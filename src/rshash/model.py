@@ -104,9 +104,6 @@ class HashingModel(nn.Module):
             self.head = HashHead(dims, config.bits, config.width, config.cell, config.dropout)
             self.descriptor = DescriptorHead(dims[-1] // 2, config.descriptor_dims)
 
-    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [pool_map(m) for m in self.backbone(x)]
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = self.backbone(x)
         levels = [pool_map(m) for m in maps]

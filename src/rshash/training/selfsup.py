@@ -78,6 +78,11 @@ class SelfSupConfig:
     grid_levels: bool = True
     grid_weight: float = 4.0  # the grid block (unit norm) beside the levels (each of unit norm) in the fit
 
+    @property
+    def uses_levels(self) -> bool:
+        """Whether the head reads the pooled levels (always without a grid)."""
+        return self.grid_levels or not self.grid
+
 
 @dataclass
 class ArchiveFeatures:
@@ -150,8 +155,8 @@ def place_features(place: PlaceChips, config: SelfSupConfig, backbone: StageBack
     """The view features of the chips of ``place`` that the recipe's head reads."""
     pooled, grid = view_features(place.pixels, backbone, config.views, config.seed, cache_dir, grid=config.grid,
                                  grid_tap=config.grid_tap)
-    return ArchiveFeatures(place, pooled, level_dims(backbone), list(skipped or []), grid,
-                           config.grid_levels or not config.grid, config.grid_weight)
+    return ArchiveFeatures(place, pooled, level_dims(backbone), list(skipped or []), grid, config.uses_levels,
+                           config.grid_weight)
 
 
 def head_fit(fit: WhiteningFit, config: SelfSupConfig, grid_width: int) -> WhiteningFit:
@@ -247,8 +252,7 @@ def build_model(fit: WhiteningFit, config: SelfSupConfig, sources: list[dict[str
     """A :class:`HashingModel` (frozen pretrained backbone, whitening head) carrying ``fit``."""
     model_config = ModelConfig(bits=config.bits, backbone=config.backbone, cell=WHITEN,
                                descriptor_dims=int(fit.projection.shape[1]), dropout=0.0, sources=sources,
-                               grid=config.grid, grid_tap=config.grid_tap,
-                               grid_levels=config.grid_levels or not config.grid)
+                               grid=config.grid, grid_tap=config.grid_tap, grid_levels=config.uses_levels)
     model = HashingModel(model_config, pretrained=True, backbone=backbone)
     model.head.load_fit(head_fit(fit, config, model.head.grid_width))
     return model.eval()
