@@ -106,6 +106,9 @@ def synthetic_chip_index(path: Path, n: int, model_dir: Path, seed: int = 0) -> 
 
 HALVES = (5, 10, 20)
 BACKGROUND_WEIGHTS = (0.02, 0.2)
+DIFFUSION_KS = (10, 20, 30, 50)
+DIFFUSION_ALPHAS = (0.8, 0.9, 0.95)
+DIFFUSION_NEGATIVE_WEIGHTS = (0.0, 1.0)
 THRESHOLDS = tuple(round(-3.0 + 0.25 * i, 2) for i in range(13))  # -3.0 .. 0.0
 SEEDS = (0, 1, 2)
 DRAWS = 5
@@ -151,11 +154,12 @@ def _monotone(task_result: dict) -> bool:
 
 
 def user_part(cache_dir: str | None, seeds, draws: int, validation_only: bool = False) -> dict:
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from rshash.data.datasets import class_names, load_records, resolve_data_dir
     from rshash.evaluation.protocols import (unseen_all_task, unseen_assignment, unseen_classes, unseen_task,
                                              validation_unseen_assignment)
+    from rshash.diffusion import DEFAULT_DIFFUSION, Diffusion
     from rshash.feedback import FEEDBACK_BACKGROUND_WEIGHT, FEEDBACK_HALF, FEEDBACK_WEIGHT, FIND_ALL_THRESHOLD
     from rshash.model_config import ModelConfig, model_rerank_weight
     from rshash.training.pipeline import TrainOptions, setup
@@ -176,30 +180,53 @@ def user_part(cache_dir: str | None, seeds, draws: int, validation_only: bool = 
                  database=np.concatenate([uu.database, train_classes]))
     codes, desc = _vectors(s, 0)
     selection = {}
+    val_tasks = {"val-unseen@unseen": uu, "val-unseen@all": ua}
+
+    def validate(key: str, w: float, half: int, bgw: float, diffusion) -> None:
+        r = _simulate_tasks(codes, desc, d.labels, val_tasks, ids, 0, draws, w, half, background_weight=bgw,
+                            diffusion=diffusion)
+        selection[key] = r | {
+            "weight": w, "half": half, "background_weight": bgw,
+            "diffusion": None if diffusion is None else asdict(diffusion),
+            "mean_positives_only": float(np.mean([r[t][c]["map_all"] for t in r for c in ("1pos", "5pos")])),
+            "mean_refined": float(np.mean([r[t]["refined_2rounds"]["map_all"] for t in r])),
+            "mean_all": float(np.mean([r[t][c]["map_all"] for t in r for c in FEEDBACK_CONDITIONS])),
+            "monotone": all(_monotone(r[t]) for t in r)}
+        print(f"validation {key}: " + json.dumps({t: {c: round(r[t][c]["map_all"], 4)
+                                                      for c in FEEDBACK_CONDITIONS} for t in r}), flush=True)
+
+    # stage 1, without diffusion: the positives' weight by the searches without marks (they depend on it alone),
+    # then the classifier's schedule and background weight by refinement
     for w in sorted({model_weight, FEEDBACK_WEIGHT}):
         for half in HALVES:
             for bgw in BACKGROUND_WEIGHTS:
-                key = f"weight {w} half {half} background_weight {bgw}"
-                r = _simulate_tasks(codes, desc, d.labels, {"val-unseen@unseen": uu, "val-unseen@all": ua}, ids,
-                                    0, draws, w, half, background_weight=bgw)
-                selection[key] = r | {
-                    "weight": w, "half": half, "background_weight": bgw,
-                    "mean_positives_only": float(np.mean([r[t][c]["map_all"] for t in r for c in ("1pos", "5pos")])),
-                    "mean_refined": float(np.mean([r[t]["refined_2rounds"]["map_all"] for t in r])),
-                    "monotone": all(_monotone(r[t]) for t in r)}
-                print(f"validation {key}: " + json.dumps({t: {c: round(r[t][c]["map_all"], 4)
-                                                              for c in FEEDBACK_CONDITIONS} for t in r}), flush=True)
-    # the positives' weight by the searches without marks (they depend on it alone), then the rest by refinement
+                validate(f"weight {w} half {half} background_weight {bgw}", w, half, bgw, None)
     w_best = selection[max(selection, key=lambda k: selection[k]["mean_positives_only"])]["weight"]
-    best = max((k for k in selection if selection[k]["weight"] == w_best), key=lambda k: selection[k]["mean_refined"])
-    chosen = {k: selection[best][k] for k in ("weight", "half", "background_weight")}
+    plain = max((k for k in selection if selection[k]["weight"] == w_best), key=lambda k: selection[k]["mean_refined"])
+    # stage 2: diffusion (rshash.diffusion) at that weight and background weight, each schedule again; kept only
+    # if not below the plain ranking on any condition of either task, then the best mean over all of them
+    bgw_best = selection[plain]["background_weight"]
+    for k in DIFFUSION_KS:
+        for alpha in DIFFUSION_ALPHAS:
+            for neg_w in DIFFUSION_NEGATIVE_WEIGHTS:
+                for half in HALVES:
+                    diffusion = Diffusion(k, alpha, neg_w)
+                    validate(f"weight {w_best} half {half} background_weight {bgw_best} diffusion {diffusion.label}",
+                             w_best, half, bgw_best, diffusion)
+    value = lambda key: [selection[key][t][c]["map_all"] for t in val_tasks for c in FEEDBACK_CONDITIONS]  # noqa: E731
+    safe = [key for key in selection if selection[key]["diffusion"] is not None
+            and all(a >= b for a, b in zip(value(key), value(plain)))]
+    best = max(safe, key=lambda key: selection[key]["mean_all"]) if safe else plain
+    chosen = {k: selection[best][k] for k in ("weight", "half", "background_weight", "diffusion")}
     f1 = selection[best]["val-unseen@all"]["find_all"]
     chosen_threshold = float(max(f1, key=lambda t: f1[t]["f1"]))
-    defaults = {"weight": FEEDBACK_WEIGHT, "half": FEEDBACK_HALF, "background_weight": FEEDBACK_BACKGROUND_WEIGHT}
+    defaults = {"weight": FEEDBACK_WEIGHT, "half": FEEDBACK_HALF, "background_weight": FEEDBACK_BACKGROUND_WEIGHT,
+                "diffusion": asdict(DEFAULT_DIFFUSION)}
     print(f"validation chose {chosen} (defaults {defaults}), find-all threshold {chosen_threshold} "
           f"(default {FIND_ALL_THRESHOLD})", flush=True)
     if validation_only:
-        return {"chosen": chosen, "chosen_find_all_threshold": chosen_threshold, "results": selection}
+        return {"chosen": chosen, "chosen_find_all_threshold": chosen_threshold, "results": selection,
+                "plain": plain, "safe": safe}
     # test: the 5 test-unseen classes, the default schedule
     s = setup(records, TrainOptions(cache_dir=cache_dir), assignment=unseen_assignment(records, unseen, 0))
     d = s.data
@@ -209,7 +236,7 @@ def user_part(cache_dir: str | None, seeds, draws: int, validation_only: bool = 
         codes, desc = _vectors(s, seed)
         tasks = {"unseen_unseen": unseen_task(d.labels, ids, seed), "unseen_all": unseen_all_task(d.labels, ids, seed)}
         per_seed.append(_simulate_tasks(codes, desc, d.labels, tasks, ids, seed, draws, FEEDBACK_WEIGHT,
-                                        FEEDBACK_HALF, (FIND_ALL_THRESHOLD,)))
+                                        FEEDBACK_HALF, (FIND_ALL_THRESHOLD,), diffusion=DEFAULT_DIFFUSION))
         print(f"test seed {seed}: {json.dumps(per_seed[-1])}", flush=True)
     test = {t: {c: {m: {"mean": float(np.mean([r[t][c][m] for r in per_seed])),
                         "std": float(np.std([r[t][c][m] for r in per_seed])),
@@ -218,14 +245,18 @@ def user_part(cache_dir: str | None, seeds, draws: int, validation_only: bool = 
     find = {t: {m: float(np.mean([r[t]["find_all"][str(FIND_ALL_THRESHOLD)][m] for r in per_seed]))
                 for m in ("precision", "recall", "f1")} for t in ("unseen_unseen", "unseen_all")}
     return {"validation": {"classes": val_unseen, "results": selection, "chosen": chosen,
-                           "rule": "the positives' re-rank weight (a labelled model's own or the examples default) "
-                           "with the best mean 1pos and 5pos mAP@all over val-unseen@unseen and val-unseen@all (those "
-                           "searches have no marks and depend on it alone); then, with it, the setting (classifier "
-                           "schedule half; background weight) with the best mean "
-                           "refined_2rounds mAP@all over the two tasks (each step's monotonicity reported, "
-                           "not required: removing the marked, easiest relevant items makes each later condition "
-                           "harder); then the find-all threshold with the best F1 on val-unseen@all after two "
-                           "rounds at that setting", "chosen_find_all_threshold": chosen_threshold},
+                           "rule": "stage 1, without diffusion: the positives' re-rank weight (a labelled model's "
+                           "own or the examples default) with the best mean 1pos and 5pos mAP@all over "
+                           "val-unseen@unseen and val-unseen@all (those searches have no marks and depend on it "
+                           "alone); then, with it, the setting (classifier schedule half; background weight) with "
+                           "the best mean refined_2rounds mAP@all over the two tasks ('plain'). Stage 2: diffusion "
+                           "(k, alpha, negative weight) with each schedule half at that weight and background "
+                           "weight; a setting is 'safe' if no condition of either task is below plain's; the safe "
+                           "setting with the best mean mAP@all over every condition of both tasks, else plain "
+                           "(each step's monotonicity reported, not required: removing the marked, easiest "
+                           "relevant items makes each later condition harder). Then the find-all threshold with "
+                           "the best F1 on val-unseen@all after two rounds at the chosen setting",
+                           "plain": plain, "safe": safe, "chosen_find_all_threshold": chosen_threshold},
             "defaults": defaults, "default_is_chosen": chosen == defaults, "default_half": FEEDBACK_HALF,
             "default_find_all_threshold": FIND_ALL_THRESHOLD,
             "default_threshold_is_chosen": chosen_threshold == FIND_ALL_THRESHOLD, "find_all": find,

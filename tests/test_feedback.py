@@ -116,6 +116,7 @@ def test_find_all_is_one_layer_of_merged_areas(feedback_index):
         everything = client.get("/api/geo/find_all", params={"id": [1], "threshold": 20}).json()
         assert everything["count"] == len(everything["scores"]) == 20  # every other chip of the 21
         assert everything["scores"] == sorted(everything["scores"])
+        assert everything["capped"] is False  # every candidate was diffused: nothing lies beyond
         areas = everything["areas"]["features"]
         assert sum(f["properties"]["chips"] for f in areas) == 20
         assert len(areas) == 2  # the two rasters' chips touch within each raster: one area each
@@ -160,7 +161,7 @@ def test_feedback_similarity_is_the_mean_over_positives():
     table, index, example = _random_table(n, 1)
     pos = [example(i) for i in (3, 50, 120)]
     params = SearchParams(k=n, weight=0.5, exclude=(4, 51, 121))
-    ranked, _ = rank_feedback(pos, [], params, index, table, None, 64)
+    ranked, _ = rank_feedback(pos, [], params, index, table, None, 64, diffusion=None)  # the positives' score alone
     rows = table.positions(ranked.ids)
     per_positive = cosine_similarity(np.stack([p.descriptor for p in pos]), table.descriptors[rows], table.norms[rows])
     np.testing.assert_allclose(ranked.similarities, per_positive.mean(axis=0), atol=1e-5)
@@ -183,3 +184,15 @@ def test_a_table_scored_whole_ranks_as_the_chunked_path():
     np.testing.assert_array_equal(whole.ids, chunked.ids)
     np.testing.assert_allclose(whole.scores, chunked.scores, atol=1e-6)
     np.testing.assert_allclose(whole.similarities, chunked.similarities, atol=1e-6)
+
+
+def test_the_map_slider_starts_at_the_default_threshold():
+    """The map's find-all slider opens at the threshold the HTTP API and Python use (chosen on validation)."""
+    import re
+    from importlib.resources import files
+
+    from rshash.feedback import FIND_ALL_THRESHOLD
+
+    html = files("rshash").joinpath("static/map.html").read_text()
+    value = re.search(r'<input id="threshold"[^>]*value="([^"]+)"', html).group(1)
+    assert float(value) == FIND_ALL_THRESHOLD

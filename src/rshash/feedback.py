@@ -10,6 +10,9 @@ benchmark that simulates a user (``benchmarks/examples_search.py``).
   L2-normalised int8 descriptor beside the code's bits as +-1 / sqrt(bits) — in a few milliseconds; its decision value and the positives' score are standardised over the candidates and
   blended, the classifier's weight ``n / (n + FEEDBACK_HALF)`` growing with the number of marks ``n``
   (positives and negatives together).
+* **Diffusion** (:mod:`rshash.diffusion`, on by default in :func:`rshash.index.search.rank_feedback`): on the
+  best :data:`rshash.diffusion.DIFFUSION_ITEMS` candidates the positives' score is replaced by their relevance
+  spread over the candidates' nearest-neighbour graph before the blend; the rest follow them.
 
 Scores are "lower is better" like every ranking score in rshash, and standardised over the candidates (mean 0,
 standard deviation 1), so one threshold fits every query: "find all" keeps the candidates scoring at most
@@ -27,7 +30,7 @@ from .ranking import rerank_scores
 
 #: Defaults chosen on the validation-unseen fold (benchmarks/results/examples_search.json, ``user.validation``):
 #: marks at which the classifier and the positives' similarity weigh the same (weight n / (n + FEEDBACK_HALF)),
-FEEDBACK_HALF = 10
+FEEDBACK_HALF = 20
 #: and the descriptor weight of the positives' two-stage score in an examples search (the single-query default
 #: of a labelled model, 0.25, protects seen classes; examples searches are for finding kinds of place, where
 #: the descriptor generalises: 0.9 ranked far better on the validation-unseen classes).
@@ -42,7 +45,7 @@ FEEDBACK_BACKGROUND = 256
 FEEDBACK_BACKGROUND_WEIGHT = 0.02
 #: "Find all" keeps candidates whose standardised score is at most this (chosen on validation:
 #: benchmarks/results/examples_search.json, ``user.validation``).
-FIND_ALL_THRESHOLD = -2.0
+FIND_ALL_THRESHOLD = -1.0
 
 
 @dataclass(frozen=True)

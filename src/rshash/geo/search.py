@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..diffusion import DIFFUSION_ITEMS
 from ..feedback import FIND_ALL_THRESHOLD
 from ..index.query import Queries
 from ..index.search import Searcher, SearchParams
@@ -118,7 +119,12 @@ class GeoSearch(PlaceQueries):
         while True:
             hits = self.searcher.search(query.examples, SearchParams(fetch, radius, rerank, **options), ids=ids,
                                         negatives=() if negatives is None else negatives.examples)
-            places = self._places(hits, own, max_overlap)
+            # places of the best hits first (the suppression of overlaps is greedy in rank order, so a prefix's
+            # places are the first places of all): most searches need no more than twice the wanted ones
+            head = hits if wanted is None else hits[: 2 * wanted]
+            places = self._places(head, own, max_overlap)
+            if len(head) < len(hits) and len(places) < wanted:
+                places = self._places(hits, own, max_overlap)
             if fetch is None or len(hits) < fetch or len(places) >= wanted or fetch >= window:
                 break
             fetch = window  # the second and last pass
@@ -133,14 +139,19 @@ class GeoSearch(PlaceQueries):
         overlapping chip footprints merged into areas.
 
         Returns ``threshold``, ``count`` (chips kept), ``scores`` (every candidate's score, ascending, at most
-        ``limit``: a slider shows how many a threshold keeps), ``ids`` (the chips kept, best first) and
-        ``areas``: a GeoJSON FeatureCollection of the merged areas (properties: ``chips``, ``best_score``)."""
+        ``limit``: a slider shows how many a threshold keeps), ``ids`` (the chips kept, best first),
+        ``areas``: a GeoJSON FeatureCollection of the merged areas (properties: ``chips``, ``best_score``), and
+        ``capped``: true when every diffused candidate was kept (the ranking diffuses the best
+        :data:`~rshash.diffusion.DIFFUSION_ITEMS` candidates and ranks the rest after them, so more places like
+        these may lie beyond: narrow the area or the dates)."""
         ids = self.allowed_ids(aoi, datetime)
         hits = self.searcher.search(query.examples, SearchParams(limit, None, **options), ids=ids,
                                     negatives=() if negatives is None else negatives.examples, feedback=True)
         kept = [h for h in hits if h.score <= threshold]
+        capped = len(hits) > DIFFUSION_ITEMS and len(kept) >= DIFFUSION_ITEMS
         return {"threshold": threshold, "count": len(kept), "scores": [round(h.score, 4) for h in hits],
-                "ids": [h.id for h in kept], "areas": merged_areas(kept, self.chips([h.id for h in kept]))}
+                "ids": [h.id for h in kept], "areas": merged_areas(kept, self.chips([h.id for h in kept])),
+                "capped": capped}
 
     def same_place(self, item_id: int, min_iou: float = SAME_PLACE_IOU, read_missing: bool = True) -> list[dict]:
         """The same place in every indexed acquisition, in date order: see :func:`rshash.geo.places.same_place`."""

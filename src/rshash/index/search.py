@@ -25,7 +25,8 @@ import numpy as np
 
 from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, cosine_similarity, descriptor_norms, rerank_scores, two_stage_order
 from ..codes import hamming_matrix
-from ..feedback import FEEDBACK_BACKGROUND, FEEDBACK_BACKGROUND_WEIGHT, FEEDBACK_HALF, FEEDBACK_WEIGHT, Feedback, blend, features, fit_classifier, positive_scores
+from ..diffusion import DEFAULT_DIFFUSION, Diffusion, diffuse
+from ..feedback import FEEDBACK_BACKGROUND, FEEDBACK_BACKGROUND_WEIGHT, FEEDBACK_HALF, FEEDBACK_WEIGHT, Feedback, blend, classifier_weight, features, fit_classifier, positive_scores
 from ..feedback import decision as decide
 from .backends.base import CodeBackend
 from .vectors import VectorTable
@@ -276,6 +277,7 @@ def rank_feedback(
     positives: Sequence[QueryVectors], negatives: Sequence[QueryVectors], params: SearchParams, codes: CodeBackend,
     table: VectorTable, allowed: np.ndarray | None, bits: int, *, half: int = FEEDBACK_HALF,
     background: int = FEEDBACK_BACKGROUND, background_weight: float = FEEDBACK_BACKGROUND_WEIGHT,
+    diffusion: Diffusion | None = DEFAULT_DIFFUSION,
 ) -> tuple[Ranked, Feedback]:
     """Positive and negative examples (relevance feedback, :mod:`rshash.feedback`).
 
@@ -287,7 +289,11 @@ def rank_feedback(
     has none or re-rank is off);
     distance: the smallest to a positive; similarity: the mean to the positives. Ties by score, then
     distance, then id. A radius keeps the candidates within it of some positive. ``half``: see
-    :func:`rshash.feedback.classifier_weight`."""
+    :func:`rshash.feedback.classifier_weight`. ``diffusion`` (None: off): the best ``diffusion.items``
+    candidates by the positives' score are scored with that score replaced by their relevance diffused over
+    the candidates' neighbour graph (:mod:`rshash.diffusion`; descriptors, else codes), blended with the
+    classifier as above and standardised over them; the other candidates follow them, in the positives'
+    order."""
     whole = allowed is None and len(table) <= EXHAUSTIVE_ITEMS
     if whole:
         ids = table.ids  # every item: the shortlists are in it
@@ -317,6 +323,9 @@ def rank_feedback(
                                  background_weight)
     query_codes = mark_codes(positives)
     pos_desc = mark_desc(positives)
+    # With diffusion the classifier scores the diffused candidates only (chosen by the positives' score): at 10^5
+    # candidates its pass over every code costs as much as the diffusion itself.
+    every_decision = weights is not None and diffusion is None
     queries = mean_norm = None
     if with_desc:
         # The mean over positives of the two-stage score is linear in each positive's similarity, and the mean of
@@ -326,10 +335,10 @@ def rank_feedback(
         unit = pos_desc.astype(np.float32) / descriptor_norms(pos_desc)[:, None]
         mean_unit = unit.mean(axis=0)
         mean_norm = float(np.linalg.norm(mean_unit))
-        queries = mean_unit[None] if weights is None else np.vstack([mean_unit, weights[0][: pos_desc.shape[1]]])
+        queries = np.vstack([mean_unit, weights[0][: pos_desc.shape[1]]]) if every_decision else mean_unit[None]
     dist = np.empty(len(ids), dtype=np.int32)
     base = np.empty(len(ids), dtype=np.float64)
-    decision = np.empty(len(ids), dtype=np.float64)
+    decision = np.zeros(len(ids), dtype=np.float64)
     sim = np.empty(len(ids), dtype=np.float32) if with_desc else None
     # a table scored whole: every row's similarities in one product with its cached unit descriptors
     every = (table.unit_descriptors @ (queries / descriptor_norms(queries)[:, None]).T).T if with_desc and whole \
@@ -349,24 +358,76 @@ def rank_feedback(
         base[chunk] = positive_scores(d, s, bits, params.rerank_weight)
         if s is not None:
             sim[chunk] = s[0]
-        if weights is not None:
+        if every_decision:
             decision[chunk] = decide(rows, bits, *weights, None if s_all is None else s_all[1])
     if params.radius is not None:
         inside = dist <= params.radius
-        ids, dist, base, decision = ids[inside], dist[inside], base[inside], decision[inside]
+        ids, dist, base, decision, pos = ids[inside], dist[inside], base[inside], decision[inside], pos[inside]
         sim = None if sim is None else sim[inside]
-    if weights is None:  # standardised too, so that one find-all threshold fits every query
-        score, _ = blend(base, np.zeros_like(base), 0, half)
-        used = Feedback(len(positives), 0, 0.0)
+    n_marks = 0 if weights is None else len(examples)
+    used = Feedback(len(positives), len(negatives), 0.0 if weights is None else classifier_weight(n_marks, half))
+    if diffusion is None or len(ids) < 2:
+        if weights is not None and not every_decision:  # the few candidates diffusion would have scored
+            decision = _decisions(table, pos, bits, weights, with_desc)
+        score, _ = blend(base, decision, n_marks, half)  # standardised too: one find-all threshold fits all
     else:
-        score, alpha = blend(base, decision, len(examples), half)
-        used = Feedback(len(positives), len(negatives), alpha)
+        to_unit = lambda d: d.astype(np.float32) / descriptor_norms(d)[:, None]  # noqa: E731
+        head = _best(base, diffusion.items)
+        if with_desc:
+            rows = table.unit_descriptors[pos[head]] if whole else to_unit(table.descriptors[pos[head]])
+            marks = [to_unit(mark_desc(es)) for es in (positives, negatives) if es]
+        else:  # the codes' +-1 rows: their cosine is 1 - 2 Hamming / bits
+            rows = features(table.codes[pos[head]], None, bits)
+            marks = [features(mark_codes(es), None, bits) for es in (positives, negatives) if es]
+        head_decision = np.zeros(len(head)) if weights is None else _decisions(table, pos[head], bits, weights,
+                                                                               with_desc)
+        score = diffused(base, head_decision, head, rows, np.vstack(marks), len(positives), n_marks, half,
+                         diffusion)
     wanted = len(ids) if params.k is None else min(len(ids), params.offset + params.k)
     head = np.arange(len(ids))
     if 0 < wanted < len(ids):  # only the page is ordered: every candidate scoring at most the wanted-th one
         head = np.flatnonzero(score <= np.partition(score, wanted - 1)[wanted - 1])
     order = head[np.lexsort((ids[head], dist[head], score[head]))][_page(params, len(head))]
     return Ranked(ids[order], dist[order], score[order], None if sim is None else sim[order]), used
+
+
+def _best(score: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` lowest scores (every position when there are no more), in position order."""
+    if len(score) <= n:
+        return np.arange(len(score))
+    return np.sort(np.argpartition(score, n - 1)[:n])
+
+
+def _decisions(table: VectorTable, pos: np.ndarray, bits: int, weights: tuple[np.ndarray, float],
+               with_desc: bool) -> np.ndarray:
+    """The classifier's decision values for the table rows at ``pos``."""
+    w, b = weights
+    cosine = None
+    if with_desc:
+        dims = table.descriptors.shape[1]
+        cosine = cosine_similarity(w[None, :dims], table.descriptors[pos], table.norms[pos])[0]
+    return decide(table.codes[pos], bits, w, b, cosine)
+
+
+def diffused(base: np.ndarray, decision: np.ndarray, head: np.ndarray, rows: np.ndarray, marks: np.ndarray,
+             positives: int, n_marks: int, half: int, diffusion: Diffusion) -> np.ndarray:
+    """Feedback scores with diffusion (see :func:`rank_feedback`): ``base`` the positives' score of every
+    candidate, ``head`` the positions diffused, ``decision`` the classifier's values there, ``rows`` their unit
+    vectors, ``marks`` those of the positives then the negatives; ``n_marks`` 0 without a classifier (its
+    decision values are then ignored). The other candidates follow the head in ``base`` order."""
+    seeds = np.zeros(len(rows) + len(marks))
+    seeds[len(rows):len(rows) + positives] = 1.0 / positives
+    if len(marks) > positives:
+        seeds[len(rows) + positives:] = -diffusion.negative_weight / (len(marks) - positives)
+    relevance = diffuse(np.vstack([rows, marks]), seeds, diffusion.k, diffusion.alpha)[:len(rows)]
+    new, _ = blend(-relevance, decision, n_marks, half)
+    out = np.asarray(base, dtype=np.float64).copy()
+    rest = np.ones(len(base), bool)
+    rest[head] = False
+    if rest.any():  # after every diffused candidate, in their own order
+        out[rest] = new.max() + 1e-9 + (out[rest] - out[rest].min())
+    out[head] = new
+    return out
 
 
 class Searcher:

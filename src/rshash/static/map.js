@@ -178,7 +178,8 @@
       shape.eachLayer((l) => { const el = l.getElement(); if (el) el.classList.add("found-area"); });
       $("found").hidden = false;
       const areas = body.areas.features.length;
-      $("found-count").textContent = `${body.count} chips in ${areas} area${areas === 1 ? "" : "s"} (threshold ${body.threshold})`;
+      $("found-count").textContent = `${body.count} chips in ${areas} area${areas === 1 ? "" : "s"} (threshold ${body.threshold})`
+        + (body.capped ? ": the most one search ranks; there may be more (narrow the area or the dates)" : "");
       $("found-download").href = url + "&format=geojson";
       $("found").dataset.count = body.count;
       $("found").dataset.areas = body.areas.features.length;
