@@ -2,8 +2,8 @@
 dropped, find-all, results as places.
 
 A query is a :class:`~rshash.geo.queries.GeoQuery` (from a point, a box, ids, images or several examples:
-:mod:`rshash.geo.queries`; several examples: the union of their shortlists re-ranked against all of them,
-:func:`~rshash.index.search.rank_examples`); the tables it reads are :mod:`rshash.geo.catalog`'s.
+:mod:`rshash.geo.queries`; several examples: an examples search, :func:`~rshash.index.search.rank_feedback`);
+the tables it reads are :mod:`rshash.geo.catalog`'s.
 
 The search is the index's one search path (Hamming shortlist, re-rank, ties by id) with an optional area
 of interest (the chip ids from the R*Tree, passed as the allowed set; an AOI covering every chip is no

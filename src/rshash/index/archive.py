@@ -287,9 +287,9 @@ class Index(RasterMethods):
         the chips in an area of interest), filtered the same way. ``offset``: skip that many results (a page;
         ``offset + k <= shortlist``). ``ties``: re-rank up to that many more candidates at the shortlist's last
         Hamming distance (codes that collapse onto a few values tie by the thousand at archive scale; see
-        docs/SCALING.md; one query only). A list of queries is several examples (at most
-        :data:`~.search.MAX_EXAMPLES`): the union of their shortlists re-ranked against all of them
-        (:func:`~.search.rank_examples`).
+        docs/SCALING.md; one query only). A list of several queries is an examples search (at most
+        :data:`~.search.MAX_EXAMPLES`): :meth:`search_examples` without negatives, at its weight unless one is
+        given.
         """
         params = SearchParams(k, radius, rerank, labels, shortlist=shortlist, weight=weight, offset=offset, ties=ties)
         params.check(self.bits)

@@ -239,40 +239,6 @@ def rank(
     return Ranked(ids, dist, rerank_scores(dist, sim, bits, params.rerank_weight), sim)
 
 
-def rank_examples(
-    examples: Sequence[QueryVectors], params: SearchParams, codes: CodeBackend, table: VectorTable,
-    allowed: np.ndarray | None, bits: int,
-) -> Ranked:
-    """Several examples: the union of their shortlists, each candidate scored against every example.
-
-    Score: the mean over examples of the two-stage score (:func:`rerank_scores` with re-rank, else the
-    normalised Hamming distance); distance: the smallest over examples; similarity: the mean. Ties by
-    higher similarity, then smaller distance, then id."""
-    found = [candidates(e.code, params, codes, table, allowed)[0] for e in examples]
-    ids = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
-    ids = ids[table.contains(ids)]
-    pos = table.positions(ids)
-    rerank = params.rerank and all(e.descriptor is not None for e in examples)
-    query_codes = np.stack([np.asarray(e.code, dtype=np.uint8) for e in examples])
-    dist = np.empty(len(ids), dtype=np.int32)
-    score = np.empty(len(ids), dtype=np.float64)
-    sim = np.empty(len(ids), dtype=np.float32) if rerank else None
-    descriptors = np.stack([np.asarray(e.descriptor) for e in examples]) if rerank else None
-    for start in range(0, len(ids), SIMILARITY_CHUNK):
-        chunk = slice(start, start + SIMILARITY_CHUNK)
-        d = np.stack([table.hamming(c, pos[chunk]) for c in query_codes])  # (E, n)
-        dist[chunk] = d.min(axis=0)
-        if rerank:
-            s = similarities(table, descriptors, pos[chunk])
-            score[chunk] = rerank_scores(d, s, bits, params.rerank_weight).mean(axis=0)
-            sim[chunk] = s.mean(axis=0)
-        else:
-            score[chunk] = (d / bits).mean(axis=0)
-    keys = (ids, dist, score) if sim is None else (ids, dist, -sim, score)
-    order = np.lexsort(keys)[_page(params, len(ids))]
-    return Ranked(ids[order], dist[order], score[order], None if sim is None else sim[order])
-
-
 def rank_feedback(
     positives: Sequence[QueryVectors], negatives: Sequence[QueryVectors], params: SearchParams, codes: CodeBackend,
     table: VectorTable, allowed: np.ndarray | None, bits: int, *, half: int = FEEDBACK_HALF,
@@ -448,17 +414,17 @@ class Searcher:
                negatives: Sequence[QueryVectors] = (), feedback: bool = False) -> list[Hit]:
         """The results of ``params`` for ``vectors`` (checked), only among ``ids`` if given.
 
-        A sequence is several examples (at most :data:`MAX_EXAMPLES`; see :func:`rank_examples`); the ids
-        they are made of are excluded. ``prefer`` (one example only) wins exact ties. ``negatives``: examples
-        of what is not wanted (relevance feedback, :func:`rank_feedback`; positives and negatives together at
-        most :data:`MAX_EXAMPLES`); ``feedback``: that ranking also without negatives. A feedback search without a
-        weight uses :data:`rshash.feedback.FEEDBACK_WEIGHT`."""
+        A sequence of several examples (at most :data:`MAX_EXAMPLES`) is an examples search
+        (:func:`rank_feedback`); the ids they are made of are excluded. ``prefer`` (one example only) wins
+        exact ties. ``negatives``: examples of what is not wanted (positives and negatives together at most
+        :data:`MAX_EXAMPLES`); ``feedback``: an examples search also for one example without negatives. An
+        examples search without a weight uses :data:`rshash.feedback.FEEDBACK_WEIGHT`."""
         examples = as_examples(vectors)
         negatives = tuple(negatives)
         check_examples(len(examples) + len(negatives))
         params.check(self.bits)
         exclude = tuple(dict.fromkeys(i for e in examples + negatives for i in e.exclude))
-        default = FEEDBACK_WEIGHT if negatives or feedback else self.weight
+        default = FEEDBACK_WEIGHT if negatives or feedback or len(examples) > 1 else self.weight
         params = replace(params, exclude=exclude, prefer=prefer if len(examples) == 1 else None,
                          weight=default if params.weight is None else params.weight)
         allowed = self._store.ids_with_labels(params.labels) if params.labels is not None else None
@@ -466,11 +432,9 @@ class Searcher:
             chosen = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
             allowed = chosen if allowed is None else np.intersect1d(allowed, chosen)
         with self._live.reading() as (codes, table):  # shared with other searches; parameters are per call
-            if negatives or feedback:
+            if negatives or feedback or len(examples) > 1:
                 ranked, _ = rank_feedback(examples, negatives, params, codes, table, allowed, self.bits)
                 return self.hits(ranked, params.offset)
-            if len(examples) > 1:
-                return self.hits(rank_examples(examples, params, codes, table, allowed, self.bits), params.offset)
             found, dist = candidates(examples[0].code, params, codes, table, allowed)
         return self.hits(rank(found, dist, examples[0].descriptor, params, table, self.bits), params.offset)
 
