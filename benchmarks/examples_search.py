@@ -231,13 +231,20 @@ def user_part(cache_dir: str | None, seeds, draws: int, validation_only: bool = 
     s = setup(records, TrainOptions(cache_dir=cache_dir), assignment=unseen_assignment(records, unseen, 0))
     d = s.data
     ids = [d.class_names.index(c) for c in unseen]
-    per_seed = []
+    per_seed, plain_per_seed = [], []
+    plain_setting = selection[plain]
     for seed in seeds:
         codes, desc = _vectors(s, seed)
         tasks = {"unseen_unseen": unseen_task(d.labels, ids, seed), "unseen_all": unseen_all_task(d.labels, ids, seed)}
         per_seed.append(_simulate_tasks(codes, desc, d.labels, tasks, ids, seed, draws, FEEDBACK_WEIGHT,
                                         FEEDBACK_HALF, (FIND_ALL_THRESHOLD,), diffusion=DEFAULT_DIFFUSION))
         print(f"test seed {seed}: {json.dumps(per_seed[-1])}", flush=True)
+        # the ablation: validation's best setting without diffusion (the ranking before it landed)
+        plain_per_seed.append(_simulate_tasks(codes, desc, d.labels, tasks, ids, seed, draws, plain_setting["weight"],
+                                              plain_setting["half"], (FIND_ALL_THRESHOLD,),
+                                              background_weight=plain_setting["background_weight"], diffusion=None))
+    without_diffusion = {t: {c: round(float(np.mean([r[t][c]["map_all"] for r in plain_per_seed])), 4)
+                             for c in FEEDBACK_CONDITIONS} for t in ("unseen_unseen", "unseen_all")}
     test = {t: {c: {m: {"mean": float(np.mean([r[t][c][m] for r in per_seed])),
                         "std": float(np.std([r[t][c][m] for r in per_seed])),
                         "per_seed": [r[t][c][m] for r in per_seed]} for m in ("map_all", "p_at_50")}
@@ -261,7 +268,8 @@ def user_part(cache_dir: str | None, seeds, draws: int, validation_only: bool = 
             "default_find_all_threshold": FIND_ALL_THRESHOLD,
             "default_threshold_is_chosen": chosen_threshold == FIND_ALL_THRESHOLD, "find_all": find,
             "test_classes": unseen, "seeds": list(seeds), "draws": draws,
-            "test": test, "seconds": round(time.perf_counter() - started, 1),
+            "test": test, "test_without_diffusion": {"setting": plain, "map_all_mean": without_diffusion},
+            "seconds": round(time.perf_counter() - started, 1),
             "monotone_on_test": {t: _monotone({c: {"map_all": test[t][c]["map_all"]["mean"]}
                                                for c in FEEDBACK_CONDITIONS}) for t in test}}
 
@@ -374,6 +382,13 @@ def markdown(out: dict) -> str:
                   f"{u['default_find_all_threshold']} (validation chose {u['validation']['chosen_find_all_threshold']}) "
                   f"on unseen@all after two rounds: precision {u['find_all']['unseen_all']['precision']:.3f}, recall "
                   f"{u['find_all']['unseen_all']['recall']:.3f}, F1 {u['find_all']['unseen_all']['f1']:.3f}.", ""]
+        plain = u.get("test_without_diffusion")
+        if plain:
+            m = plain["map_all_mean"]
+            lines += [f"Ablation, the same test without diffusion (validation's best plain setting: {plain['setting']}): "
+                      "mAP@all unseen@unseen " + ", ".join(f"{c} {m['unseen_unseen'][c]:.4f}" for c in FEEDBACK_CONDITIONS)
+                      + "; unseen@all " + ", ".join(f"{c} {m['unseen_all'][c]:.4f}" for c in FEEDBACK_CONDITIONS)
+                      + ".", ""]
     r = out.get("refine") or {}
     if r:
         lines += [f"Refinement over HTTP on {r['items']:,} synthetic chips ({r['positives']} yes, {r['negatives']} no, "

@@ -128,6 +128,23 @@ def test_find_all_is_one_layer_of_merged_areas(feedback_index):
         assert client.get("/api/geo/find_all", params={"threshold": 0}).status_code == 422
 
 
+def test_find_all_from_the_command_line_writes_the_areas(feedback_index, tmp_path, capsys):
+    """``rshash search --find-all``: the same chips and areas as the HTTP find-all, the areas as GeoJSON."""
+    out = tmp_path / "found.geojson"
+    assert cli_main(["search", "--index", str(feedback_index), "--id", "1", "--not-id", "2", "--find-all",
+                     "--threshold", "0", "--geojson", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    with TestClient(create_app(feedback_index), base_url="http://127.0.0.1:8000") as client:
+        body = client.get("/api/geo/find_all", params={"id": [1], "not_id": [2], "threshold": 0}).json()
+    assert printed["ids"] == body["ids"] and printed["count"] == body["count"] > 0
+    assert json.loads(out.read_text()) == body["areas"] and printed["capped"] is False
+    assert cli_main(["search", "--index", str(feedback_index), "--id", "1", "--threshold", "0"]) != 0
+    assert "--threshold goes with --find-all" in capsys.readouterr().err
+    assert cli_main(["search", "--index", str(feedback_index), "--id", "1", "--find-all", "--csv",
+                     str(tmp_path / "x")]) != 0
+    assert "give --geojson" in capsys.readouterr().err
+
+
 def test_feedback_over_nothing_returns_nothing(feedback_index):
     with Index.open(feedback_index) as index:
         assert index.search_examples([1], [2], ids=[1, 2]) == []  # the only allowed items are the examples

@@ -43,6 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     place.add_argument("--csv", type=Path, metavar="FILE", help="write the results as CSV (lon, lat, then the fields)")
     place.add_argument("--stac", type=Path, metavar="FILE",
                        help="write the results as a STAC ItemCollection (each chip's asset: its raster and window)")
+    place.add_argument("--find-all", action="store_true",
+                       help="every place like the examples (and unlike --not-id ones) scoring at most --threshold, "
+                            "as one layer of merged areas (--geojson writes the areas)")
+    place.add_argument("--threshold", type=float, default=None,
+                       help="with --find-all: the standardised score to keep (default: the validated "
+                            "rshash.feedback.FIND_ALL_THRESHOLD; lower: fewer, surer)")
     parser.add_argument("--k", type=int, help="number of results (default 20; with --radius: no limit)")
     parser.add_argument("--radius", type=int, help="every image within this Hamming distance instead of the k nearest")
     parser.add_argument("--offset", type=int, default=0,
@@ -57,8 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _is_geo(args: argparse.Namespace) -> bool:
-    return any(v is not None for v in (args.lonlat, args.box, args.aoi, args.geojson, args.csv, args.max_overlap,
-                                       args.datetime, args.stac))
+    return args.find_all or any(v is not None for v in (args.lonlat, args.box, args.aoi, args.geojson, args.csv,
+                                                        args.max_overlap, args.datetime, args.stac))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.raster is not None and args.lonlat is None and args.box is None:
         raise ValueError("--raster goes with --lonlat or --box")
+    if args.threshold is not None and not args.find_all:
+        raise ValueError("--threshold goes with --find-all")
     if _is_geo(args):
         return _run_geo(args)
     examples = list(args.id or []) + list(args.query)
@@ -137,6 +145,8 @@ def _run_geo(args: argparse.Namespace) -> int:
         negatives = _negatives(args)
         if negatives:
             options["negatives"] = index.geo.examples_query(negatives)
+        if args.find_all:
+            return _find_all(args, index, query, options)
         hits = index.geo.search(query, k, **options)
         model_gsd = index.model_gsds
         rasters = {r["id"]: r for r in index.rasters()} if args.stac is not None else {}
@@ -160,6 +170,36 @@ def _run_geo(args: argparse.Namespace) -> int:
     for path in (args.geojson, args.csv, args.stac):
         if path is not None:
             print(f"wrote {len(hits)} results to {path}")
+    return 0
+
+
+def _find_all(args: argparse.Namespace, index, query, options: dict) -> int:
+    """``--find-all``: every candidate at most the threshold, as merged areas (:meth:`GeoSearch.find_all`)."""
+    from ..feedback import FIND_ALL_THRESHOLD
+    from ..io_utils import atomic_write_text
+
+    if args.csv is not None or args.stac is not None:
+        raise ValueError("--find-all writes areas: give --geojson (not --csv or --stac)")
+    threshold = FIND_ALL_THRESHOLD if args.threshold is None else args.threshold
+    found = index.geo.find_all(query, options.get("negatives"), threshold=threshold, aoi=options["aoi"],
+                               datetime=args.datetime, rerank=options["rerank"])
+    if args.geojson is not None:
+        atomic_write_text(args.geojson, json.dumps(found["areas"]))
+    areas = found["areas"]["features"]
+    if args.json:
+        print(json.dumps({"index": str(args.index), "query": query.described | _described_negatives(args)}
+                         | {k: found[k] for k in ("threshold", "count", "capped", "ids")} | {"areas": found["areas"]},
+                         indent=1))
+    else:
+        print(f"{found['count']} chips in {len(areas)} area{'' if len(areas) == 1 else 's'} at threshold "
+              f"{threshold} (of {len(found['scores'])} candidates)"
+              + ("; capped: every diffused candidate was kept, narrow --aoi or --datetime to see more"
+                 if found["capped"] else ""))
+        for f in areas:
+            best = f["properties"]["best_score"]
+            print(f"  {f['properties']['chips']} chips" + ("" if best is None else f", best score {best:.3f}"))
+    if args.geojson is not None and not args.json:
+        print(f"wrote {len(areas)} areas to {args.geojson}")
     return 0
 
 
