@@ -64,3 +64,19 @@ def test_feedback_ranking_diffuses_the_best_candidates_and_ranks_the_rest_after(
     codes_only, _ = rank_feedback([example(80)], [example(110)], SearchParams(k=5, rerank=False, exclude=(81, 111)),
                                   None, table, None, 64)  # no descriptors: the graph of the codes
     assert len(codes_only.ids) == 5 and codes_only.similarities is None
+
+
+def test_degenerate_candidates_rank_without_error():
+    """Identical descriptors (a flat, featureless archive), zero descriptors and a two-item index: finite scores."""
+    bits = 64
+    for desc in (np.full((50, 8), 7, np.int8), np.zeros((50, 8), np.int8)):
+        codes = np.zeros((50, bits // 8), np.uint8)
+        ids = np.arange(1, 51, dtype=np.int64)
+        table = VectorTable(ids, codes, desc, descriptor_norms(desc))
+        example = lambda i: QueryVectors(codes[i], desc[i], (int(ids[i]),))  # noqa: E731
+        ranked, _ = rank_feedback([example(0), example(1)], [example(2)], SearchParams(k=10, exclude=(1, 2, 3)),
+                                  None, table, None, bits)
+        assert len(ranked.ids) == 10 and np.all(np.isfinite(ranked.scores))
+        tiny = VectorTable(ids[:3], codes[:3], desc[:3], descriptor_norms(desc[:3]))
+        ranked, _ = rank_feedback([example(0)], [], SearchParams(k=5, exclude=(1,)), None, tiny, None, bits)
+        assert ranked.ids.tolist() == [2, 3] and np.all(np.isfinite(ranked.scores))
