@@ -13,7 +13,9 @@ Conditions (each scored by mAP@all, AP normalised by every relevant item left, a
 * ``refined_2rounds``: from ``5pos``, two rounds of marks (yes and no);
 
 and "find all" after the two rounds: precision, recall and F1 of the candidates whose standardised score is at
-most a threshold (:data:`rshash.feedback.FIND_ALL_THRESHOLD` by default).
+most a threshold (:data:`rshash.feedback.FIND_ALL_THRESHOLD` by default). ``same_items``: the 5pos, 5pos_5neg and
+refined rankings scored on the same items, those left after the two rounds (each later condition otherwise has
+fewer, harder relevant items left: the marked ones are the easiest).
 """
 
 from __future__ import annotations
@@ -113,11 +115,17 @@ def simulate(table: VectorTable, database: np.ndarray, relevant: np.ndarray, exa
     first = order_of(five)
     out["5pos"] = score(first, relevant)
     with_no = mark(first, relevant, five, yes=False)
-    out["5pos_5neg"] = score(order_of(with_no), relevant)
+    second = order_of(with_no)
+    out["5pos_5neg"] = score(second, relevant)
     session, order = five, first
     for _ in range(2):
         session = mark(order, relevant, session)
         order, scores = ranked(table, database, session, bits, weight, half, **options)
     out["refined_2rounds"] = score(order, relevant)
     out["find_all"] = {t: find_all(order, scores, relevant, t) for t in thresholds}
+    # each ranking scored on the same items: those left after the two rounds (the marked, easiest relevant
+    # items removed from every ranking), so that the steps compare the rankings, not what is left to find
+    left = lambda o: o[~np.isin(o, session.marked)]  # noqa: E731
+    out["same_items"] = {"5pos": score(left(first), relevant), "5pos_5neg": score(left(second), relevant),
+                         "refined_2rounds": out["refined_2rounds"]}
     return out
