@@ -66,7 +66,9 @@ def test_marks_lift_the_ranking_where_the_positives_alone_cannot():
     database = np.arange(5, 500)
     relevant = labels == 1
     result = simulate(table, database, relevant, [0, 1, 2, 3, 4], BITS, 0.25, thresholds=(-1.0, 10.0))
-    assert set(result) == set(CONDITIONS) | {"find_all"}
+    assert set(result) == set(CONDITIONS) | {"find_all", "same_items"}
+    same = result["same_items"]  # on the items left after the two rounds, the marks lift the ranking too
+    assert same["refined_2rounds"][0] > same["5pos"][0] and same["refined_2rounds"] == result["refined_2rounds"]
     precision, recall, f1 = result["find_all"][10.0]  # every candidate: all relevant ones, at their share
     assert recall == 1.0 and precision == pytest.approx(relevant[database].sum() / len(database), abs=0.05)
     assert result["find_all"][-1.0][2] > f1  # a threshold keeps the best-scored: a better F1
