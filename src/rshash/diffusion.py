@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .feedback import blend
+
 #: How many candidates (the best by the examples' score) are re-ranked by diffusion; the rest follow them. The
 #: cost is the neighbour graph's: about 10 ms for 1024 on one core, 31 ms for 2048 (128-d descriptors); on the
 #: validation fold 2048 ranked within 0.002 mAP@all of 1024 (benchmarks/examples_search.py).
@@ -90,3 +92,33 @@ def diffuse(unit: np.ndarray, seeds: np.ndarray, k: int, alpha: float, iteration
     s = neighbour_graph(unit, k)
     f, _ = cg(identity(len(seeds), format="csr") - alpha * s, seeds, maxiter=iterations)
     return f
+
+
+def best_positions(score: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` lowest scores (every position when there are no more), in position order."""
+    if len(score) <= n:
+        return np.arange(len(score))
+    return np.sort(np.argpartition(score, n - 1)[:n])
+
+
+def diffused_scores(base: np.ndarray, decision: np.ndarray, head: np.ndarray, rows: np.ndarray, marks: np.ndarray,
+                    positives: int, n_marks: int, half: int, diffusion: Diffusion) -> np.ndarray:
+    """Feedback scores with diffusion (see :func:`rshash.index.search.rank_feedback`): ``base`` the positives'
+    score of every candidate (lower is better), ``head`` the positions diffused (:func:`best_positions`),
+    ``decision`` the classifier's values there, ``rows`` their unit vectors, ``marks`` those of the positives
+    then the negatives; ``n_marks`` 0 without a classifier (its decision values are then ignored). The diffused
+    candidates get :func:`rshash.feedback.blend` of their relevance and the classifier (standardised over them);
+    the other candidates follow them in ``base`` order."""
+    seeds = np.zeros(len(rows) + len(marks))
+    seeds[len(rows):len(rows) + positives] = 1.0 / positives
+    if len(marks) > positives:
+        seeds[len(rows) + positives:] = -diffusion.negative_weight / (len(marks) - positives)
+    relevance = diffuse(np.vstack([rows, marks]), seeds, diffusion.k, diffusion.alpha)[:len(rows)]
+    new, _ = blend(-relevance, decision, n_marks, half)
+    out = np.asarray(base, dtype=np.float64).copy()
+    rest = np.ones(len(base), bool)
+    rest[head] = False
+    if rest.any():  # after every diffused candidate, in their own order
+        out[rest] = new.max() + 1e-9 + (out[rest] - out[rest].min())
+    out[head] = new
+    return out

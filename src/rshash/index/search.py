@@ -25,7 +25,7 @@ import numpy as np
 
 from ..ranking import DEFAULT_SHORTLIST, DEFAULT_WEIGHT, cosine_similarity, descriptor_norms, rerank_scores, two_stage_order
 from ..codes import hamming_matrix
-from ..diffusion import DEFAULT_DIFFUSION, Diffusion, diffuse
+from ..diffusion import DEFAULT_DIFFUSION, Diffusion, best_positions, diffused_scores
 from ..feedback import FEEDBACK_BACKGROUND, FEEDBACK_BACKGROUND_WEIGHT, FEEDBACK_HALF, FEEDBACK_WEIGHT, Feedback, blend, classifier_weight, features, fit_classifier, positive_scores
 from ..feedback import decision as decide
 from .backends.base import CodeBackend
@@ -338,7 +338,7 @@ def rank_feedback(
         score, _ = blend(base, decision, n_marks, half)  # standardised too: one find-all threshold fits all
     else:
         to_unit = lambda d: d.astype(np.float32) / descriptor_norms(d)[:, None]  # noqa: E731
-        head = _best(base, diffusion.items)
+        head = best_positions(base, diffusion.items)
         if with_desc:
             rows = table.unit_descriptors[pos[head]] if whole else to_unit(table.descriptors[pos[head]])
             marks = [to_unit(mark_desc(es)) for es in (positives, negatives) if es]
@@ -347,21 +347,14 @@ def rank_feedback(
             marks = [features(mark_codes(es), None, bits) for es in (positives, negatives) if es]
         head_decision = np.zeros(len(head)) if weights is None else _decisions(table, pos[head], bits, weights,
                                                                                with_desc)
-        score = diffused(base, head_decision, head, rows, np.vstack(marks), len(positives), n_marks, half,
-                         diffusion)
+        score = diffused_scores(base, head_decision, head, rows, np.vstack(marks), len(positives), n_marks,
+                                half, diffusion)
     wanted = len(ids) if params.k is None else min(len(ids), params.offset + params.k)
     head = np.arange(len(ids))
     if 0 < wanted < len(ids):  # only the page is ordered: every candidate scoring at most the wanted-th one
         head = np.flatnonzero(score <= np.partition(score, wanted - 1)[wanted - 1])
     order = head[np.lexsort((ids[head], dist[head], score[head]))][_page(params, len(head))]
     return Ranked(ids[order], dist[order], score[order], None if sim is None else sim[order]), used
-
-
-def _best(score: np.ndarray, n: int) -> np.ndarray:
-    """Positions of the ``n`` lowest scores (every position when there are no more), in position order."""
-    if len(score) <= n:
-        return np.arange(len(score))
-    return np.sort(np.argpartition(score, n - 1)[:n])
 
 
 def _decisions(table: VectorTable, pos: np.ndarray, bits: int, weights: tuple[np.ndarray, float],
@@ -373,27 +366,6 @@ def _decisions(table: VectorTable, pos: np.ndarray, bits: int, weights: tuple[np
         dims = table.descriptors.shape[1]
         cosine = cosine_similarity(w[None, :dims], table.descriptors[pos], table.norms[pos])[0]
     return decide(table.codes[pos], bits, w, b, cosine)
-
-
-def diffused(base: np.ndarray, decision: np.ndarray, head: np.ndarray, rows: np.ndarray, marks: np.ndarray,
-             positives: int, n_marks: int, half: int, diffusion: Diffusion) -> np.ndarray:
-    """Feedback scores with diffusion (see :func:`rank_feedback`): ``base`` the positives' score of every
-    candidate, ``head`` the positions diffused, ``decision`` the classifier's values there, ``rows`` their unit
-    vectors, ``marks`` those of the positives then the negatives; ``n_marks`` 0 without a classifier (its
-    decision values are then ignored). The other candidates follow the head in ``base`` order."""
-    seeds = np.zeros(len(rows) + len(marks))
-    seeds[len(rows):len(rows) + positives] = 1.0 / positives
-    if len(marks) > positives:
-        seeds[len(rows) + positives:] = -diffusion.negative_weight / (len(marks) - positives)
-    relevance = diffuse(np.vstack([rows, marks]), seeds, diffusion.k, diffusion.alpha)[:len(rows)]
-    new, _ = blend(-relevance, decision, n_marks, half)
-    out = np.asarray(base, dtype=np.float64).copy()
-    rest = np.ones(len(base), bool)
-    rest[head] = False
-    if rest.any():  # after every diffused candidate, in their own order
-        out[rest] = new.max() + 1e-9 + (out[rest] - out[rest].min())
-    out[head] = new
-    return out
 
 
 class Searcher:
