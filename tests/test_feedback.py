@@ -145,6 +145,8 @@ def test_find_all_from_the_command_line_writes_the_areas(feedback_index, tmp_pat
     assert cli_main(["search", "--index", str(feedback_index), "--id", "1", "--find-all", "--csv",
                      str(tmp_path / "x")]) != 0
     assert "give --geojson" in capsys.readouterr().err
+    assert cli_main(["search", "--index", str(feedback_index), "--id", "1", "--find-all", "--k", "5"]) != 0
+    assert "no --k, --radius or --offset" in capsys.readouterr().err
 
 
 def test_feedback_over_nothing_returns_nothing(feedback_index):

@@ -180,9 +180,11 @@ def _find_all(args: argparse.Namespace, index, query, options: dict) -> int:
 
     if args.csv is not None or args.stac is not None:
         raise ValueError("--find-all writes areas: give --geojson (not --csv or --stac)")
+    if args.radius is not None or args.offset or args.k is not None:
+        raise ValueError("--find-all keeps every candidate at most --threshold: no --k, --radius or --offset")
     threshold = FIND_ALL_THRESHOLD if args.threshold is None else args.threshold
     found = index.geo.find_all(query, options.get("negatives"), threshold=threshold, aoi=options["aoi"],
-                               datetime=args.datetime, rerank=options["rerank"])
+                               datetime=args.datetime, rerank=options["rerank"], labels=options["labels"])
     if args.geojson is not None:
         atomic_write_text(args.geojson, json.dumps(found["areas"]))
     areas = found["areas"]["features"]

@@ -341,7 +341,7 @@ def rank_feedback(
         head = best_positions(base, diffusion.items)
         if with_desc:
             rows = table.unit_descriptors[pos[head]] if whole else to_unit(table.descriptors[pos[head]])
-            marks = [to_unit(mark_desc(es)) for es in (positives, negatives) if es]
+            marks = [unit] + ([to_unit(mark_desc(negatives))] if negatives else [])  # the positives' from above
         else:  # the codes' +-1 rows: their cosine is 1 - 2 Hamming / bits
             rows = features(table.codes[pos[head]], None, bits)
             marks = [features(mark_codes(es), None, bits) for es in (positives, negatives) if es]
